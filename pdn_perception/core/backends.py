@@ -1,0 +1,317 @@
+"""Inference backends behind one small registry: cpu, cuda, compile, tensorrt; ``auto`` picks.
+
+A backend turns a PatchDriveModel into a ``Runtime``: two callables (saliency, detector) plus
+the device and input dtype they expect. The pipeline never cares which backend it got.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.util
+import itertools
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from .config import PipelineConfig
+from .models.patchdrive import PatchDriveModel
+
+log = logging.getLogger(__name__)
+
+Tensor = torch.Tensor
+DetectorOut = tuple[Tensor, Tensor, Tensor]
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run here; the message says why."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A model made ready to run: what the pipeline calls each frame."""
+
+    name: str
+    device: torch.device
+    dtype: torch.dtype  # dtype of the float images fed to both callables
+    saliency: Callable[[Tensor], Tensor]  # (1, 3, H, W) -> (1, 1, H/4, W/4) logits
+    detector: Callable[[Tensor], DetectorOut]  # (B, 3, S, S) -> heat, size, offset
+    reason: str  # why this backend (for logs and diagnostics)
+
+
+class Backend(Protocol):
+    name: str
+
+    def available(self) -> tuple[bool, str]: ...
+
+    def build(self, model: PatchDriveModel, config: PipelineConfig) -> Runtime: ...
+
+
+REGISTRY: dict[str, Backend] = {}
+AUTO_ORDER = ("tensorrt", "cuda", "cpu")
+
+
+def register(backend: Backend) -> Backend:
+    REGISTRY[backend.name] = backend
+    return backend
+
+
+def fuse_conv_bn(module: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm that directly follows a Conv2d in a Sequential (in place)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for child in module.children():
+        fuse_conv_bn(child)
+    if isinstance(module, nn.Sequential):
+        mods = list(module._modules.items())
+        for (na, a), (nb, b) in itertools.pairwise(mods):
+            if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
+                module._modules[na] = fuse_conv_bn_eval(a, b)
+                module._modules[nb] = nn.Identity()
+    return module
+
+
+def cpu_supports_bf16() -> bool:
+    """bf16 autocast only pays off with native bf16 units (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+_ALLOCATOR_TUNED = False
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep large activation buffers mapped between frames (glibc mallopt); 1.5x on torch CPU.
+
+    Skipped when jemalloc is preloaded (it already behaves this way). Process-wide, idempotent.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED or "jemalloc" in os.environ.get("LD_PRELOAD", ""):
+        return _ALLOCATOR_TUNED
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 1 << 30)
+        _ALLOCATOR_TUNED = bool(ok)
+    except OSError:
+        _ALLOCATOR_TUNED = False
+    return _ALLOCATOR_TUNED
+
+
+def _eval_copy(model: PatchDriveModel, device: torch.device, dtype: torch.dtype) -> PatchDriveModel:
+    import copy
+
+    m = copy.deepcopy(model).eval()
+    fuse_conv_bn(m)
+    return m.to(device=device, dtype=dtype, memory_format=torch.channels_last)
+
+
+class CpuBackend:
+    """Eager PyTorch on CPU: BN folded, channels_last, bf16 autocast where the CPU has it."""
+
+    name = "cpu"
+
+    def available(self) -> tuple[bool, str]:
+        return True, "always available"
+
+    def build(self, model: PatchDriveModel, config: PipelineConfig) -> Runtime:
+        tune_cpu_allocator()
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        dev = torch.device("cpu")
+        m = _eval_copy(model, dev, torch.float32)
+        bf16 = cpu_supports_bf16()
+
+        def wrap(net: nn.Module) -> Callable:
+            def run(x: Tensor):
+                x = x.contiguous(memory_format=torch.channels_last)
+                with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                    out = net(x)
+                if isinstance(out, tuple):
+                    return tuple(o.float() for o in out)
+                return out.float()
+
+            return run
+
+        note = "bf16 autocast" if bf16 else "fp32 (no native bf16 on this CPU)"
+        return Runtime(
+            self.name, dev, torch.float32, wrap(m.saliency), wrap(m.detector), f"CPU eager, {note}"
+        )
+
+
+class CudaBackend:
+    """Eager fp16 on CUDA with channels_last."""
+
+    name = "cuda"
+
+    def available(self) -> tuple[bool, str]:
+        if not torch.cuda.is_available():
+            return False, "torch.cuda.is_available() is False (no GPU or CPU-only torch)"
+        return True, f"CUDA device {torch.cuda.get_device_name(0)}"
+
+    def build(self, model: PatchDriveModel, config: PipelineConfig) -> Runtime:
+        ok, why = self.available()
+        if not ok:
+            raise BackendUnavailable(f"backend 'cuda' unavailable: {why}")
+        dev = torch.device("cuda")
+        torch.backends.cudnn.benchmark = True
+        m = _eval_copy(model, dev, torch.float16)
+
+        def wrap(net: nn.Module) -> Callable:
+            @torch.inference_mode()
+            def run(x: Tensor):
+                return net(x.contiguous(memory_format=torch.channels_last))
+
+            return run
+
+        return Runtime(self.name, dev, torch.float16, wrap(m.saliency), wrap(m.detector), why)
+
+
+class CompileBackend:
+    """torch.compile (inductor) on CUDA if present, else CPU; CUDA graphs via reduce-overhead."""
+
+    name = "compile"
+
+    def available(self) -> tuple[bool, str]:
+        return True, "torch.compile available (cold compile takes seconds per batch size)"
+
+    def build(self, model: PatchDriveModel, config: PipelineConfig) -> Runtime:
+        base = (CudaBackend() if torch.cuda.is_available() else CpuBackend()).build(model, config)
+        mode = "reduce-overhead" if base.device.type == "cuda" else None
+        sal = torch.compile(base.saliency, mode=mode, dynamic=False)
+        det = torch.compile(base.detector, mode=mode, dynamic=False)
+        return Runtime(
+            self.name, base.device, base.dtype, sal, det, f"torch.compile over {base.name}"
+        )
+
+
+def engine_cache_key(model: nn.Module, shapes: tuple, precision: str) -> str:
+    """Hash of weights + GPU + TensorRT/torch-tensorrt versions + shapes + precision."""
+    import tensorrt
+    import torch_tensorrt
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().numpy().tobytes())
+    h.update(torch.cuda.get_device_name(0).encode())
+    h.update(str(torch.cuda.get_device_capability(0)).encode())
+    h.update(torch_tensorrt.__version__.encode())
+    h.update(getattr(tensorrt, "__version__", "?").encode())
+    h.update(repr((shapes, precision)).encode())
+    return h.hexdigest()[:20]
+
+
+def default_engine_cache_dir(config: PipelineConfig) -> Path:
+    if config.engine_cache_dir:
+        return Path(config.engine_cache_dir)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pdn_perception"
+
+
+class TensorRTBackend:
+    """torch_tensorrt (dynamo IR) fp16 engine for the crop detector, cached on disk.
+
+    The engine has a dynamic batch profile: min 1, opt top_k, max the batch cap, at crop_size.
+    The saliency net (one small call per frame) stays eager fp16. Built engines are saved with
+    ``torch_tensorrt.save`` and reloaded with ``torch.export.load`` keyed by ``engine_cache_key``.
+    """
+
+    name = "tensorrt"
+
+    def available(self) -> tuple[bool, str]:
+        ok, why = CudaBackend().available()
+        if not ok:
+            return False, why
+        if importlib.util.find_spec("torch_tensorrt") is None:
+            return (
+                False,
+                "torch_tensorrt is not installed (pip install '.[tensorrt]' on a GPU host)",
+            )
+        return True, f"torch_tensorrt on {why}"
+
+    def engine_path(self, model: PatchDriveModel, config: PipelineConfig) -> Path:
+        max_b = config.max_batch_size or 16
+        shapes = ((1, config.top_k, max_b), config.crop_size)
+        key = engine_cache_key(model.detector, shapes, "fp16")
+        return default_engine_cache_dir(config) / f"detector-{key}.ep"
+
+    def build(self, model: PatchDriveModel, config: PipelineConfig) -> Runtime:
+        ok, why = self.available()
+        if not ok:
+            raise BackendUnavailable(f"backend 'tensorrt' unavailable: {why}")
+        import torch_tensorrt
+
+        base = CudaBackend().build(model, config)
+        det_module = _eval_copy(model, base.device, torch.float16).detector
+        s = config.crop_size
+        max_b = config.max_batch_size or 16
+        opt_b = min(config.top_k, max_b)
+        path = self.engine_path(model, config)
+        if path.is_file():
+            trt_module = torch.export.load(str(path)).module()
+            note = f"engine loaded from cache {path}"
+        else:
+            log.warning("building TensorRT engine (may take minutes): %s", path)
+            inputs = [
+                torch_tensorrt.Input(
+                    min_shape=(1, 3, s, s),
+                    opt_shape=(opt_b, 3, s, s),
+                    max_shape=(max_b, 3, s, s),
+                    dtype=torch.half,
+                )
+            ]
+            trt_module = torch_tensorrt.compile(
+                det_module, ir="dynamo", inputs=inputs, enabled_precisions={torch.half}
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            example = torch.zeros(opt_b, 3, s, s, device=base.device, dtype=torch.half)
+            torch_tensorrt.save(trt_module, str(path), inputs=[example])
+            note = f"engine built and cached at {path}"
+
+        def detector(x: Tensor) -> DetectorOut:
+            with torch.inference_mode():
+                return tuple(trt_module(x.contiguous()))  # type: ignore[return-value]
+
+        return Runtime(self.name, base.device, torch.float16, base.saliency, detector, note)
+
+
+for _b in (CpuBackend(), CudaBackend(), CompileBackend(), TensorRTBackend()):
+    register(_b)
+
+
+def resolve(name: str) -> tuple[Backend, str]:
+    """The backend to use for ``name`` and why. ``auto`` walks AUTO_ORDER to the first available."""
+    if name == "auto":
+        skipped = []
+        for cand in AUTO_ORDER:
+            ok, why = REGISTRY[cand].available()
+            if ok:
+                note = f"auto chose '{cand}': {why}"
+                if skipped:
+                    note += f" (skipped {'; '.join(skipped)})"
+                return REGISTRY[cand], note
+            skipped.append(f"{cand}: {why}")
+        raise BackendUnavailable("no backend available")  # pragma: no cover - cpu always is
+    if name not in REGISTRY:
+        raise BackendUnavailable(f"unknown backend {name!r}; known: auto, {', '.join(REGISTRY)}")
+    ok, why = REGISTRY[name].available()
+    if not ok:
+        raise BackendUnavailable(f"backend {name!r} unavailable: {why}")
+    return REGISTRY[name], f"'{name}' requested: {why}"
+
+
+def build_runtime(model: PatchDriveModel, config: PipelineConfig) -> Runtime:
+    """Resolve ``config.backend`` and build it; the Runtime's reason says what runs and why."""
+    backend, why = resolve(config.backend)
+    rt = backend.build(model, config)
+    reason = f"{why}; {rt.reason}"
+    log.info("backend %s: %s", rt.name, reason)
+    return Runtime(rt.name, rt.device, rt.dtype, rt.saliency, rt.detector, reason)

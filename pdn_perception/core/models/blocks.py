@@ -1,0 +1,82 @@
+"""Small building blocks shared by the saliency network and the crop detector."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConvBNAct(nn.Sequential):
+    """conv -> batch norm -> ReLU (or no activation): the unit everything is made of."""
+
+    def __init__(
+        self, cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, act: bool = True
+    ) -> None:
+        layers: list[nn.Module] = [
+            nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
+        if act:
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: cheap at high resolution because the 3x3 conv is depthwise."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, expand: int = 2) -> None:
+        super().__init__()
+        hidden = cin * expand
+        self.use_res = stride == 1 and cin == cout
+        self.body = nn.Sequential(
+            ConvBNAct(cin, hidden, 1) if expand != 1 else nn.Identity(),
+            ConvBNAct(hidden, hidden, 3, stride, groups=hidden),
+            ConvBNAct(hidden, cout, 1, act=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return x + y if self.use_res else y
+
+
+class BasicBlock(nn.Module):
+    """ResNet-18 basic block, for the larger GPU configuration."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = ConvBNAct(cin, cout, 3, stride)
+        self.conv2 = ConvBNAct(cout, cout, 3, act=False)
+        self.down = (
+            ConvBNAct(cin, cout, 1, stride, act=False) if stride != 1 or cin != cout else None
+        )
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = x if self.down is None else self.down(x)
+        return self.act(self.conv2(self.conv1(x)) + skip)
+
+
+def stage(cin: int, cout: int, n: int, stride: int, kind: str, expand: int = 2) -> nn.Sequential:
+    """n blocks, the first one changing resolution/width."""
+    if kind == "mobile":
+        blocks = [InvertedResidual(cin, cout, stride, expand)]
+        blocks += [InvertedResidual(cout, cout, 1, expand) for _ in range(n - 1)]
+    elif kind == "resnet":
+        blocks = [BasicBlock(cin, cout, stride)]
+        blocks += [BasicBlock(cout, cout, 1) for _ in range(n - 1)]
+    else:
+        raise ValueError(f"unknown block kind {kind!r}; expected 'mobile' or 'resnet'")
+    return nn.Sequential(*blocks)
+
+
+class Normalize(nn.Module):
+    """Pixel values 0..255 (as float) -> roughly zero-mean unit-variance.
+
+    Inside the model so callers only cast uint8 to float: one pass over the pixels, not three.
+    """
+
+    MEAN = 115.0
+    STD = 64.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W)
+        return (x - self.MEAN) * (1.0 / self.STD)

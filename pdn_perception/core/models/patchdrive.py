@@ -1,0 +1,76 @@
+"""The PatchDrive model: a global saliency network plus one shared-weight crop detector."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from .detector import CropDetector
+from .saliency import SaliencyNet
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a PatchDrive model; stored inside the weights file (self-describing)."""
+
+    classes: tuple[str, ...] = ("boat", "vehicle", "nucleus")
+    saliency_width: int = 12
+    saliency_head_width: int = 24
+    detector_kind: str = "light"  # light (CPU default) | resnet18 (ResNet-18 class, GPU)
+    detector_widths: tuple[int, int, int, int] = (24, 32, 64, 128)
+    detector_depths: tuple[int, int, int] = (1, 1, 1)
+    detector_neck_width: int = 32
+
+    def __post_init__(self) -> None:
+        if not self.classes or not all(isinstance(c, str) and c for c in self.classes):
+            raise ValueError(f"ModelConfig.classes must be non-empty names, got {self.classes!r}")
+        if self.detector_kind not in ("light", "resnet18"):
+            raise ValueError(
+                f"ModelConfig.detector_kind = {self.detector_kind!r} is not one of light, resnet18"
+            )
+
+    @classmethod
+    def large(cls, classes: tuple[str, ...] = ("boat", "vehicle", "nucleus")) -> ModelConfig:
+        """ResNet-18-class detector for GPUs (widths and depths of ResNet-18's first stages)."""
+        return cls(
+            classes=classes,
+            detector_kind="resnet18",
+            detector_widths=(64, 64, 128, 256),
+            detector_depths=(2, 2, 2),
+            detector_neck_width=64,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig key(s): {', '.join(unknown)}")
+        conv = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**conv)
+
+
+class PatchDriveModel(nn.Module):
+    """Holds both networks; the pipeline calls them separately (selection sits between them)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.saliency = SaliencyNet(config.saliency_width, config.saliency_head_width)
+        self.detector = CropDetector(
+            len(config.classes),
+            config.detector_kind,
+            config.detector_widths,
+            config.detector_depths,
+            config.detector_neck_width,
+        )
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.config.classes

@@ -1,0 +1,130 @@
+"""The Patch Drive controller: pure geometry deciding which full-resolution windows to look at.
+
+No torch, no state: saliency map in, crop boxes out. Boxes are ``(x1, y1, x2, y2)`` in frame
+pixels, integer-valued, x2/y2 exclusive.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def crop_extent(frame_hw: tuple[int, int], crop_size: int) -> tuple[int, int]:
+    """Crop (height, width): crop_size, or the whole frame side when the frame is smaller."""
+    h, w = frame_hw
+    return min(crop_size, h), min(crop_size, w)
+
+
+def _clamped_centres(n_cells: int, scale: float, frame_len: int, crop_len: int) -> np.ndarray:
+    """Frame-pixel centre of the clamped crop for each saliency cell along one axis."""
+    centres = (np.arange(n_cells, dtype=np.float64) + 0.5) * scale
+    half = crop_len / 2.0
+    return np.clip(centres, half, frame_len - half)
+
+
+def _box_at(
+    cx: float, cy: float, crop_hw: tuple[int, int], frame_hw: tuple[int, int]
+) -> np.ndarray:
+    ch, cw = crop_hw
+    x1 = int(np.clip(round(cx - cw / 2.0), 0, frame_hw[1] - cw))
+    y1 = int(np.clip(round(cy - ch / 2.0), 0, frame_hw[0] - ch))
+    return np.array([x1, y1, x1 + cw, y1 + ch], dtype=np.int64)
+
+
+def select_crops(
+    saliency: np.ndarray,
+    frame_hw: tuple[int, int],
+    k: int,
+    crop_size: int,
+    min_separation: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-K peak selection with suppression -> K distinct full-resolution crop boxes.
+
+    saliency (h, w) float, any scale, covering the whole frame. Peaks are picked greedily; after
+    each pick every cell whose *clamped* crop centre lies within ``min_separation * crop_size``
+    (per axis) of the chosen crop's centre is suppressed, so crops never duplicate each other even
+    at the borders. Returns boxes (K', 4) int64 and their peak scores (K',), K' = K unless the
+    frame cannot hold K crops that far apart. Ties break on the lowest flat index (deterministic).
+    """
+    if saliency.ndim != 2 or saliency.size == 0:
+        raise ValueError(f"saliency must be a non-empty 2-D map, got shape {saliency.shape}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    fh, fw = frame_hw
+    if fh < 1 or fw < 1:
+        raise ValueError(f"frame size must be positive, got {frame_hw}")
+    sh, sw = saliency.shape
+    crop_hw = crop_extent(frame_hw, crop_size)
+    cx = _clamped_centres(sw, fw / sw, fw, crop_hw[1])  # (sw,)
+    cy = _clamped_centres(sh, fh / sh, fh, crop_hw[0])  # (sh,)
+    sep = min_separation * crop_size
+    work = np.asarray(saliency, dtype=np.float64).copy()
+    work[~np.isfinite(work)] = -np.inf
+    alive = np.ones_like(work, dtype=bool)
+    boxes: list[np.ndarray] = []
+    scores: list[float] = []
+    for _ in range(k):
+        if not alive.any():
+            break
+        masked = np.where(alive, work, -np.inf)
+        flat = int(np.argmax(masked))
+        if not np.isfinite(masked.flat[flat]):  # only -inf/NaN left: take the first alive cell
+            flat = int(np.flatnonzero(alive)[0])
+        iy, ix = divmod(flat, sw)
+        box = _box_at(cx[ix], cy[iy], crop_hw, frame_hw)
+        boxes.append(box)
+        scores.append(float(work[iy, ix]))
+        bcx = (box[0] + box[2]) / 2.0
+        bcy = (box[1] + box[3]) / 2.0
+        near = (np.abs(cy - bcy) < sep)[:, None] & (np.abs(cx - bcx) < sep)[None, :]
+        alive &= ~near
+    return np.stack(boxes), np.asarray(scores, dtype=np.float32)
+
+
+def tile_boxes(frame_hw: tuple[int, int], crop_size: int, overlap: float = 0.0) -> np.ndarray:
+    """Exhaustive grid of crop windows (SAHI-style slicing) covering the whole frame.
+
+    Tiles step by ``crop_size * (1 - overlap)``; the last tile per axis is shifted inside the frame
+    so nothing is missed and no tile leaves it. Returns (T, 4) int64, row-major.
+    """
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    ch, cw = crop_extent(frame_hw, crop_size)
+    ys = _axis_starts(frame_hw[0], ch, overlap)
+    xs = _axis_starts(frame_hw[1], cw, overlap)
+    return np.array([[x, y, x + cw, y + ch] for y in ys for x in xs], dtype=np.int64)
+
+
+def _axis_starts(length: int, crop: int, overlap: float) -> list[int]:
+    if length <= crop:
+        return [0]
+    step = crop * (1.0 - overlap)
+    n = math.ceil((length - crop) / step - 1e-9) + 1
+    starts = [min(round(i * step), length - crop) for i in range(n)]
+    return sorted(set(starts))
+
+
+def crop_to_frame(boxes: np.ndarray, crop_box: np.ndarray) -> np.ndarray:
+    """Boxes (N, 4) in crop pixels -> frame pixels (a pure translation)."""
+    offset = np.array([crop_box[0], crop_box[1], crop_box[0], crop_box[1]], dtype=boxes.dtype)
+    return boxes + offset
+
+
+def frame_to_crop(boxes: np.ndarray, crop_box: np.ndarray) -> np.ndarray:
+    """Boxes (N, 4) in frame pixels -> crop pixels (inverse of crop_to_frame)."""
+    offset = np.array([crop_box[0], crop_box[1], crop_box[0], crop_box[1]], dtype=boxes.dtype)
+    return boxes - offset
+
+
+def saliency_input_hw(
+    frame_hw: tuple[int, int], long_side: int, multiple: int = 32
+) -> tuple[int, int]:
+    """Size of the downscaled frame: long side = ``long_side``, aspect kept, sides rounded to a
+    multiple of ``multiple`` (what the networks' strides need)."""
+    h, w = frame_hw
+    s = long_side / max(h, w)
+    out_h = max(multiple, round(h * s / multiple) * multiple)
+    out_w = max(multiple, round(w * s / multiple) * multiple)
+    return out_h, out_w
