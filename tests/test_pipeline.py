@@ -1,0 +1,138 @@
+"""The whole pipeline on a tiny random-weight model: a well-formed Result in every mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pdn_perception.core import FrameError, Pipeline, PipelineConfig, Result
+from pdn_perception.core.backends import BackendUnavailable, resolve
+from pdn_perception.core.models import ModelLoadError, load_model, save_model
+from pdn_perception.core.models.patchdrive import PatchDriveModel
+
+
+def _check_result(r: Result, frame_hw: tuple[int, int], n_crops: int | None) -> None:
+    n = len(r.boxes)
+    assert r.boxes.shape == (n, 4) and r.boxes.dtype == np.float32
+    assert r.scores.shape == (n,) and r.labels.shape == (n,)
+    if n:
+        assert (r.boxes[:, 0] >= 0).all() and (r.boxes[:, 2] <= frame_hw[1]).all()
+        assert (r.boxes[:, 1] >= 0).all() and (r.boxes[:, 3] <= frame_hw[0]).all()
+        assert (np.diff(r.scores) <= 1e-6).all(), "sorted by score"
+        assert r.labels.max() < len(r.class_names)
+    if n_crops is not None:
+        assert r.crop_boxes.shape == (n_crops, 4)
+    assert r.saliency.ndim == 2 and r.saliency.min() >= 0.0 and r.saliency.max() <= 1.0
+    assert r.frame_hw == frame_hw
+    assert {"preprocess", "saliency", "select", "detect", "merge", "total"} <= set(r.timings_ms)
+    assert r.backend == "cpu"
+
+
+@pytest.fixture(scope="module")
+def frame() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 255, (2048, 2048, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("mode", "extra", "n_crops"),
+    [
+        ("topk", {"top_k": 4}, 4),
+        ("topk", {"top_k": 1}, 1),
+        ("tiles", {}, 16),
+        ("tiles", {"tile_overlap": 0.2}, 25),
+        ("global", {}, 0),
+    ],
+)
+def test_every_mode_returns_well_formed_result(
+    tiny_model: PatchDriveModel, frame: np.ndarray, mode: str, extra: dict, n_crops: int
+) -> None:
+    cfg = PipelineConfig(mode=mode, score_threshold=0.05, backend="cpu", **extra)
+    r = Pipeline(cfg, model=tiny_model)(frame)
+    _check_result(r, (2048, 2048), n_crops)
+    assert r.mode == mode
+    if mode != "global":
+        assert sum(r.batch_sizes) == n_crops, "every crop went through the detector"
+
+
+@pytest.mark.parametrize("shape", [(1080, 1920, 3), (480, 640, 3), (480, 640), (300, 200, 1)])
+def test_non_square_small_and_mono_frames(tiny_model: PatchDriveModel, shape: tuple) -> None:
+    f = np.random.default_rng(1).integers(0, 255, shape, dtype=np.uint8)
+    r = Pipeline(PipelineConfig(score_threshold=0.05, backend="cpu"), model=tiny_model)(f)
+    _check_result(r, shape[:2], None)
+    assert 1 <= len(r.crop_boxes) <= 4
+
+
+def test_k_changes_between_calls_without_rebuild(tiny_model: PatchDriveModel, frame) -> None:
+    p = Pipeline(PipelineConfig(backend="cpu"), model=tiny_model)
+    p8 = p.reconfigure(p.config.replace(top_k=8))
+    assert p8.runtime is p.runtime, "per-frame settings reuse the built runtime"
+    assert len(p(frame).crop_boxes) == 4 and len(p8(frame).crop_boxes) == 8
+
+
+def test_small_batches_still_process_every_crop(tiny_model: PatchDriveModel, frame) -> None:
+    cfg = PipelineConfig(backend="cpu", top_k=5, max_batch_size=2)
+    r = Pipeline(cfg, model=tiny_model)(frame)
+    assert r.batch_sizes == (2, 2, 1)
+    cfg = PipelineConfig(backend="cpu", top_k=3, memory_budget_mb=16)  # budget < one crop
+    assert Pipeline(cfg, model=tiny_model)(frame).batch_sizes == (1, 1, 1)
+
+
+def test_bad_frames_raise_frame_error(tiny_model: PatchDriveModel) -> None:
+    p = Pipeline(PipelineConfig(backend="cpu"), model=tiny_model)
+    with pytest.raises(FrameError, match="uint8"):
+        p(np.zeros((64, 64, 3), np.float32))
+    with pytest.raises(FrameError, match="shape"):
+        p(np.zeros((64, 64, 4), np.uint8))
+    with pytest.raises(FrameError, match="too small"):
+        p(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(FrameError, match="numpy"):
+        p([[1, 2]])  # type: ignore[arg-type]
+
+
+def test_json_schema(tiny_model: PatchDriveModel, frame) -> None:
+    r = Pipeline(PipelineConfig(backend="cpu", score_threshold=0.0), model=tiny_model)(frame)
+    j = r.to_json()
+    assert set(j) == {"width", "height", "mode", "detections", "crops", "timing_ms"}
+    assert len(j["crops"]) == 4 and "total" in j["timing_ms"]
+    det = j["detections"][0]
+    assert len(det["box"]) == 4 and det["label"] in r.class_names
+
+
+def test_backend_registry_resolves_and_explains() -> None:
+    backend, why = resolve("auto")
+    assert backend.name == "cpu" and "auto chose 'cpu'" in why
+    with pytest.raises(BackendUnavailable, match="unknown backend"):
+        resolve("opencl")
+
+
+def test_gpu_backends_skip_cleanly_without_cuda(tiny_model: PatchDriveModel) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: covered by test_gpu.py")
+    for name in ("cuda", "tensorrt"):
+        with pytest.raises(BackendUnavailable, match="unavailable"):
+            Pipeline(PipelineConfig(backend=name), model=tiny_model)
+
+
+def test_model_files_round_trip_and_fail_clearly(tiny_model: PatchDriveModel, tmp_path) -> None:
+    import torch
+
+    path = save_model(tiny_model, tmp_path / "m.safetensors")
+    loaded = load_model(path)
+    x = torch.rand(1, 3, 128, 128) * 255
+    with torch.no_grad():
+        for a, b in zip(tiny_model.detector(x), loaded.detector(x)):
+            torch.testing.assert_close(a, b)
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_model(tmp_path / "missing.safetensors")
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ModelLoadError):
+        load_model(corrupt)
+    from safetensors.torch import save_file
+
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(other))
+    with pytest.raises(ModelLoadError, match="not a pdn_perception model"):
+        load_model(other)
