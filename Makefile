@@ -15,10 +15,11 @@ PYTEST_ARGS ?=
 
 setup: $(DEPS_STAMP) $(PKG_STAMP) $(MSG_STAMP)
 
-$(DEPS_STAMP): requirements.txt
+$(DEPS_STAMP): requirements.txt requirements-nodeps.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	@touch $@
 
 $(PKG_STAMP): $(DEPS_STAMP) setup.py setup.cfg
