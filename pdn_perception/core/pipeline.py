@@ -109,6 +109,7 @@ class Pipeline:
         self.model = model if model is not None else load_model(self.config.model_path or None)
         self.runtime = runtime or build_runtime(self.model, self.config)
         self._per_crop_bytes = self._measure_footprint()
+        self._pinned: dict[tuple[int, ...], torch.Tensor] = {}
 
     # -- construction helpers -------------------------------------------------------------
     def _measure_footprint(self) -> int:
@@ -125,6 +126,7 @@ class Pipeline:
         new = object.__new__(Pipeline)
         new.config, new.model, new.runtime = config, self.model, self.runtime
         new._per_crop_bytes = self._per_crop_bytes
+        new._pinned = self._pinned
         return new
 
     @property
@@ -143,11 +145,17 @@ class Pipeline:
 
     # -- stages -------------------------------------------------------------------------
     def _to_device(self, frame: np.ndarray) -> torch.Tensor:
-        """uint8 frame -> tensor on the runtime device (zero-copy on CPU, one upload on CUDA)."""
+        """uint8 frame -> tensor on the runtime device: zero-copy on CPU; on CUDA one upload of
+        the uint8 frame (not floats) through a pinned host buffer reused while the shape holds."""
         t = torch.from_numpy(frame)
-        if self.runtime.device.type == "cuda":
-            t = t.pin_memory().to(self.runtime.device, non_blocking=True)
-        return t
+        if self.runtime.device.type != "cuda":
+            return t
+        buf = self._pinned.get(frame.shape)
+        if buf is None:
+            buf = torch.empty(frame.shape, dtype=torch.uint8, pin_memory=True)
+            self._pinned = {frame.shape: buf}
+        buf.copy_(t)  # safe: the previous frame's results were synchronised by .cpu()
+        return buf.to(self.runtime.device, non_blocking=True)
 
     def _downscale(self, frame: np.ndarray, frame_t: torch.Tensor) -> torch.Tensor:
         """Frame -> (1, 3, h, w) float (0..255) at saliency resolution."""
