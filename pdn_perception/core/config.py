@@ -249,3 +249,25 @@ def field_specs(cls: type) -> list[tuple[str, type, Any, Mapping[str, Any]]]:
             raise TypeError(f"{cls.__name__}.{f.name}: union types are not supported as parameters")
         out.append((f.name, kind, f.default, f.metadata))
     return out
+
+
+def reference_markdown() -> str:
+    """The README's config reference table, generated from the fields (kept in sync by a test)."""
+    lines = ["| parameter | type | default | allowed | what it does |", "|---|---|---|---|---|"]
+    for cls in (PipelineConfig, NodeConfig):
+        for name, kind, default, meta in field_specs(cls):
+            if meta.get("choices"):
+                allowed = " \\| ".join(meta["choices"])
+            elif meta.get("range"):
+                lo, hi = meta["range"]
+                allowed = f"{lo} .. {hi}"
+                if meta.get("multiple_of"):
+                    allowed += f", multiple of {meta['multiple_of']}"
+            else:
+                allowed = ""
+            note = meta["help"] + (" (rebuilds the model/backend)" if meta.get("rebuild") else "")
+            shown = f'"{default}"' if isinstance(default, str) else str(default).lower()
+            if isinstance(default, (int, float)) and not isinstance(default, bool):
+                shown = str(default)
+            lines.append(f"| `{name}` | {kind.__name__} | `{shown}` | {allowed} | {note} |")
+    return "\n".join(lines)
