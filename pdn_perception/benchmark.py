@@ -306,11 +306,11 @@ def plot(rows: list[dict[str, Any]], path: str, title: str) -> None:
     pts = [xy(r["p50_ms"], r["recall"]) for r in topk]
     for a, b in itertools.pairwise(pts):
         cv2.line(img, a, b, colours["topk"], 1, cv2.LINE_AA)
-    for r in rows:
+    for i, r in enumerate(rows):
         p = xy(r["p50_ms"], r["recall"])
         cv2.circle(img, p, 5, colours[r["mode"]], -1, cv2.LINE_AA)
         label = Case(r["mode"], r["k"], r["overlap"]).name
-        cv2.putText(
-            img, label, (p[0] + 7, p[1] - 6), font, 0.42, colours[r["mode"]], 1, cv2.LINE_AA
-        )
+        dy = -8 if i % 2 == 0 else 18  # alternate above/below so neighbours stay readable
+        org = (p[0] + 7, p[1] + dy)
+        cv2.putText(img, label, org, font, 0.42, colours[r["mode"]], 1, cv2.LINE_AA)
     cv2.imwrite(path, img)
