@@ -9,6 +9,7 @@ resolution.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,7 +148,11 @@ class Pipeline:
     def _to_device(self, frame: np.ndarray) -> torch.Tensor:
         """uint8 frame -> tensor on the runtime device: zero-copy on CPU; on CUDA one upload of
         the uint8 frame (not floats) through a pinned host buffer reused while the shape holds."""
-        t = torch.from_numpy(frame)
+        with warnings.catch_warnings():
+            # Received images (rclpy, rosbags) are read-only views; the pipeline only reads them,
+            # so torch's "not writable" warning is noise and a copy would cost a frame's memcpy.
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            t = torch.from_numpy(frame)
         if self.runtime.device.type != "cuda":
             return t
         buf = self._pinned.get(frame.shape)
