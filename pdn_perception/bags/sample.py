@@ -267,6 +267,11 @@ def score_detections(
     Within a frame and class, detections are matched greedily by descending score to the
     unmatched ground-truth box of highest IoU.
     """
+    from ..metrics import match  # lazily: core imports torch
+
+    def zeros(n: int) -> np.ndarray:  # one class at a time: all labels equal
+        return np.zeros(n, np.int64)
+
     tp: dict[str, int] = dict.fromkeys(truth.classes, 0)
     fp = dict(tp)
     fn = dict(tp)
@@ -284,7 +289,7 @@ def score_detections(
             g = frame.boxes[np.array([lab == cls for lab in frame.labels], bool).reshape(-1)]
             sel = np.array([lab == cls for lab in d_labels], bool).reshape(-1)
             d, s = d_boxes[sel], d_scores[sel]
-            t = _match(g, d, s, iou_threshold)
+            t = match(g, zeros(len(g)), d, s, zeros(len(d)), iou_threshold).tp
             for table in (tp, fp, fn):
                 table.setdefault(cls, 0)
             tp[cls] += t
@@ -309,24 +314,6 @@ def score_detections(
         **total,
         "per_class": {c: pr(tp[c], fp[c], fn[c]) for c in tp},
     }
-
-
-def _match(gt: np.ndarray, det: np.ndarray, scores: np.ndarray, iou_threshold: float) -> int:
-    """Number of true positives under greedy matching by score."""
-    if len(gt) == 0 or len(det) == 0:
-        return 0
-    from ..core.merge import pairwise_overlap  # lazily: core imports torch
-
-    iou = pairwise_overlap(det.astype(np.float32), gt.astype(np.float32), "iou")
-    taken = np.zeros(len(gt), bool)
-    hits = 0
-    for i in np.argsort(-scores, kind="stable"):
-        cand = np.where(taken, -1.0, iou[i])
-        j = int(np.argmax(cand))
-        if cand[j] >= iou_threshold:
-            taken[j] = True
-            hits += 1
-    return hits
 
 
 def score_results_bag(
