@@ -1,0 +1,370 @@
+"""Staged PatchDrive training on CPU, as the method prescribes.
+
+(a) ``saliency``: the global net learns the oracle object mask on downscaled frames (focal + dice);
+    its backbone is frozen for the first epoch(s) so the fresh head settles before the features
+    move.
+(b) ``detector``: the shared crop detector learns CenterNet targets on small crops (it is fully
+    convolutional, so 256² crops teach the same weights 4x cheaper than 512²) cut around objects,
+    at the saliency net's peaks (hard negatives) and at random.
+(c) ``joint``: IPS-style fine-tuning — the model's own top-K selection runs under no_grad on the
+    predicted saliency, gradients flow through the detector on exactly the crops it picked (at the
+    inference crop size), plus the saliency loss. An optional perturbation of the saliency before
+    selection explores crops the net does not yet rank first.
+
+Each stage has a step and/or minute budget; a checkpoint is written every minute and at each
+stage end, and ``resume=True`` continues from it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..core.backends import cpu_supports_bf16, tune_cpu_allocator
+from ..core.models.patchdrive import ModelConfig, PatchDriveModel
+from ..core.selection import select_crops
+from .checkpoint import TrainState, load_checkpoint, save_checkpoint
+from .data import (
+    Dihedral,
+    SceneBank,
+    collate_detector,
+    detector_sample,
+    photometric,
+    sample_detector_batch,
+    sample_saliency_batch,
+    to_nchw,
+)
+from .losses import detector_loss, saliency_loss
+
+STAGES: tuple[str, ...] = ("saliency", "detector", "joint")
+
+
+@dataclass(frozen=True)
+class StageBudget:
+    """Stop a stage at ``steps`` (0 = no step cap) or ``minutes`` (0 = no time cap)."""
+
+    steps: int = 0
+    minutes: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.minutes < 0:
+            raise ValueError(f"budgets must be >= 0, got {self}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.steps > 0 or self.minutes > 0
+
+    def progress(self, step: int, elapsed_s: float) -> float:
+        """Fraction of the budget used, in [0, 1] (drives the learning-rate schedule)."""
+        parts = []
+        if self.steps:
+            parts.append(step / self.steps)
+        if self.minutes:
+            parts.append(elapsed_s / (60.0 * self.minutes))
+        return min(1.0, max(parts)) if parts else 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (stored in checkpoints and the model's metadata)."""
+
+    seed: int = 0
+    saliency_input_size: int = 512  # as PipelineConfig.saliency_input_size
+    crop_size: int = 512  # inference crop size, used by the joint stage
+    top_k: int = 4  # crops per frame in the joint stage
+    # (a) saliency
+    saliency: StageBudget = field(default_factory=lambda: StageBudget(steps=1000))
+    sal_batch: int = 8
+    sal_window: int = 256
+    sal_lr: float = 4e-3
+    freeze_backbone_epochs: int = 1
+    # (b) detector
+    detector: StageBudget = field(default_factory=lambda: StageBudget(steps=2600))
+    det_batch: int = 16
+    det_crop: int = 256
+    det_lr: float = 4e-3
+    det_mix: tuple[float, float, float] = (0.6, 0.25, 0.15)  # objects, peaks, random
+    det_peaks: int = 8  # saliency peaks per scene used as hard-negative centres
+    det_scale_range: tuple[float, float] = (0.8, 1.25)  # zoom augmentation of detector crops
+    # (c) joint
+    joint: StageBudget = field(default_factory=lambda: StageBudget(steps=400))
+    joint_frames: int = 1
+    joint_lr: float = 1e-3
+    joint_sal_weight: float = 0.5
+    perturb_sigma: float = 0.05  # noise on saliency probabilities before top-K (0 = off)
+    # common
+    weight_decay: float = 1e-4
+    warmup_steps: int = 30
+    checkpoint_every_s: float = 60.0
+    threads: int = 0  # torch threads; 0 = all cores (1 can be faster on a CPU shared with others)
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        d = dict(data)
+        for name in STAGES:
+            if isinstance(d.get(name), dict):
+                d[name] = StageBudget(**d[name])
+        for key in ("det_mix", "det_scale_range"):
+            if isinstance(d.get(key), list):
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+@dataclass
+class StageResult:
+    steps: int
+    seconds: float
+    first_loss: float  # mean of the first few steps
+    last_loss: float  # mean of the last few steps
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+class Trainer:
+    """Runs the stages on a SceneBank; owns model, RNG, optimizer and checkpoints.
+
+    ``checkpoint_path`` None disables checkpoints (unit tests).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        bank: SceneBank,
+        model: PatchDriveModel | None = None,
+        model_config: ModelConfig | None = None,
+        checkpoint_path: str | Path | None = None,
+        run_args: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.bank = bank
+        torch.manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self.model = model if model is not None else PatchDriveModel(model_config or ModelConfig())
+        self.model.to(memory_format=torch.channels_last)
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.run_args = run_args or {}
+        self.state = TrainState()
+        self.bf16 = cpu_supports_bf16()
+        self._resume_opt: dict[str, Any] | None = None
+        tune_cpu_allocator()
+        torch.set_num_threads(config.threads or max(1, os.cpu_count() or 1))
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def resume_from(self, path: str | Path) -> None:
+        """Load weights, progress, optimizer moments and RNG state from a checkpoint."""
+        ck = load_checkpoint(path)
+        if ck.model.config != self.model.config:
+            raise ValueError(
+                f"checkpoint {path} holds a different architecture: {ck.model.config} "
+                f"vs {self.model.config}"
+            )
+        self.model.load_state_dict(ck.model.state_dict())
+        self.state = ck.state
+        self.rng.bit_generator.state = ck.numpy_rng_state
+        torch.set_rng_state(ck.torch_rng_state)
+        self._resume_opt = ck.optimizer_state
+
+    def _save(self, opt: torch.optim.Optimizer | None) -> None:
+        if self.checkpoint_path is not None:
+            save_checkpoint(
+                self.checkpoint_path, self.model, self.state, opt, self.rng, self.run_args
+            )
+
+    # -- common loop ----------------------------------------------------------------------
+    def _autocast(self):
+        return torch.autocast("cpu", torch.bfloat16) if self.bf16 else nullcontext()
+
+    def _loop(
+        self,
+        name: str,
+        budget: StageBudget,
+        params: list[torch.nn.Parameter],
+        lr: float,
+        step_fn: Callable[[int], tuple[torch.Tensor, dict[str, float]]],
+    ) -> StageResult:
+        """Shared optimisation loop: AdamW, warm-up + cosine by budget fraction, checkpoints."""
+        cfg = self.config
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+        st = self.state
+        if st.stage == name and self._resume_opt is not None:
+            opt.load_state_dict(self._resume_opt)
+        else:
+            st.stage, st.step, st.elapsed_s = name, 0, 0.0
+        self._resume_opt = None
+        losses: list[float] = list(st.history.get(f"{name}_losses", []))
+        bar = tqdm(
+            total=budget.steps or None,
+            initial=st.step,
+            desc=name,
+            unit="step",
+            disable=not cfg.progress,
+            dynamic_ncols=True,
+        )
+        last_ckpt = time.monotonic()
+        t_start = time.monotonic() - st.elapsed_s
+        while budget.progress(st.step, st.elapsed_s) < 1.0:
+            frac = budget.progress(st.step, st.elapsed_s)
+            warm = min(1.0, (st.step + 1) / max(1, cfg.warmup_steps))
+            for g in opt.param_groups:
+                g["lr"] = lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
+            loss, parts = step_fn(st.step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 10.0)
+            opt.step()
+            st.step += 1
+            st.elapsed_s = time.monotonic() - t_start
+            losses.append(float(loss.detach()))
+            bar.update()
+            if st.step % 5 == 0:
+                bar.set_postfix(
+                    loss=f"{np.mean(losses[-20:]):.3f}",
+                    min=f"{st.elapsed_s / 60:.1f}",
+                    **{k: f"{v:.3f}" for k, v in parts.items()},
+                )
+            if time.monotonic() - last_ckpt > cfg.checkpoint_every_s:
+                st.history[f"{name}_losses"] = losses[-200:]
+                self._save(opt)
+                last_ckpt = time.monotonic()
+        bar.close()
+        n = max(1, min(20, len(losses) // 4))
+        res = StageResult(
+            st.step,
+            round(st.elapsed_s, 1),
+            float(np.mean(losses[:n])) if losses else float("nan"),
+            float(np.mean(losses[-n:])) if losses else float("nan"),
+        )
+        st.history.pop(f"{name}_losses", None)
+        st.history[name] = res.to_dict()
+        st.done.append(name)
+        st.stage, st.step, st.elapsed_s = "", 0, 0.0
+        self._save(None)
+        return res
+
+    # -- (a) saliency ---------------------------------------------------------------------
+    def train_saliency(self) -> StageResult:
+        cfg = self.config
+        sal = self.model.saliency
+        sal.train()
+        steps_per_epoch = max(1, math.ceil(len(self.bank) / cfg.sal_batch))
+        frozen_steps = cfg.freeze_backbone_epochs * steps_per_epoch
+
+        def step(i: int) -> tuple[torch.Tensor, dict[str, float]]:
+            sal.backbone.requires_grad_(i >= frozen_steps)
+            b = sample_saliency_batch(self.bank, self.rng, cfg.sal_batch, cfg.sal_window)
+            x = photometric(b.images, self.rng)  # (B, 3, S, S)
+            with self._autocast():
+                logits = sal(x.contiguous(memory_format=torch.channels_last))  # (B, 1, S/4, S/4)
+            loss, parts = saliency_loss(logits, b.masks)
+            parts["frozen"] = float(i < frozen_steps)
+            return loss, parts
+
+        res = self._loop("saliency", cfg.saliency, list(sal.parameters()), cfg.sal_lr, step)
+        sal.backbone.requires_grad_(True)
+        return res
+
+    # -- (b) detector ---------------------------------------------------------------------
+    def refresh_peaks(self) -> None:
+        """Hard negatives come from where the *current* saliency net fires."""
+        sal = self.model.saliency.eval()
+        self.bank.update_peaks(sal, self.config.det_peaks, self.config.det_crop)
+
+    def train_detector(self) -> StageResult:
+        cfg = self.config
+        self.refresh_peaks()
+        det = self.model.detector
+        det.train()
+        n_cls = len(self.model.classes)
+
+        def step(i: int) -> tuple[torch.Tensor, dict[str, float]]:
+            b = sample_detector_batch(
+                self.bank,
+                self.rng,
+                cfg.det_batch,
+                cfg.det_crop,
+                n_cls,
+                cfg.det_mix,
+                cfg.det_scale_range,
+            )
+            x = photometric(b.images, self.rng)  # (B, 3, S, S)
+            with self._autocast():
+                out = det(x.contiguous(memory_format=torch.channels_last))
+            return detector_loss(out, b.heat, b.size, b.offset, b.reg_mask)
+
+        return self._loop("detector", cfg.detector, list(det.parameters()), cfg.det_lr, step)
+
+    # -- (c) joint ------------------------------------------------------------------------
+    def train_joint(self) -> StageResult:
+        cfg = self.config
+        model = self.model
+        model.train()
+        n_cls = len(model.classes)
+        identity = Dihedral()
+
+        def step(i: int) -> tuple[torch.Tensor, dict[str, float]]:
+            smalls, masks, frames = [], [], []
+            for _ in range(cfg.joint_frames):
+                it = self.bank.items[int(self.rng.integers(len(self.bank)))]
+                aug = Dihedral.random(self.rng)
+                hw = it.image.shape[:2]
+                smalls.append(np.ascontiguousarray(aug.image(it.small)))
+                masks.append(np.ascontiguousarray(aug.image(it.mask)))
+                frames.append((aug.image(it.image), aug.boxes(it.boxes, hw), it.labels))
+            x = photometric(to_nchw(np.stack(smalls)), self.rng)  # (F, 3, h, w)
+            target = torch.from_numpy(np.stack(masks))[:, None]  # (F, 1, h/4, w/4)
+            with self._autocast():
+                logits = model.saliency(x.contiguous(memory_format=torch.channels_last))
+            l_sal, parts = saliency_loss(logits, target)
+            # Top-K selection is not differentiable: choose under no_grad, learn on the choice.
+            with torch.no_grad():
+                prob = torch.sigmoid(logits.float())[:, 0].numpy()  # (F, h/4, w/4)
+            samples = []
+            for f, (image, boxes, labels) in enumerate(frames):
+                sal_map = prob[f]
+                if cfg.perturb_sigma > 0:
+                    sal_map = sal_map + self.rng.normal(0, cfg.perturb_sigma, sal_map.shape)
+                crops, _ = select_crops(sal_map, image.shape[:2], cfg.top_k, cfg.crop_size)
+                for win in crops:
+                    samples.append(
+                        detector_sample(image, boxes, labels, win, cfg.crop_size, n_cls, identity)
+                    )
+            b = collate_detector(samples)
+            xc = photometric(b.images, self.rng)  # (F*K, 3, S, S)
+            with self._autocast():
+                out = model.detector(xc.contiguous(memory_format=torch.channels_last))
+            l_det, dparts = detector_loss(out, b.heat, b.size, b.offset, b.reg_mask)
+            parts.update(dparts)
+            return l_det + cfg.joint_sal_weight * l_sal, parts
+
+        return self._loop("joint", cfg.joint, list(model.parameters()), cfg.joint_lr, step)
+
+    # -- everything -----------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run every enabled stage not already done; returns per-stage summaries."""
+        runners = {
+            "saliency": (self.train_saliency, self.config.saliency),
+            "detector": (self.train_detector, self.config.detector),
+            "joint": (self.train_joint, self.config.joint),
+        }
+        for name in STAGES:
+            fn, budget = runners[name]
+            if name in self.state.done or not budget.enabled:
+                continue
+            fn()
+        self.model.eval()
+        return {k: v for k, v in self.state.history.items() if k in STAGES}

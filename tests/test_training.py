@@ -1,0 +1,243 @@
+"""Training machinery on tiny hand-made scenes and tiny models: fast, and independent of the
+scene generator's look (only its geometric ``oracle_mask`` is used)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from pdn_perception.core.models import ModelConfig, ModelLoadError, PatchDriveModel, decode
+from pdn_perception.core.models.io import load_model, save_model
+from pdn_perception.train.checkpoint import load_checkpoint
+from pdn_perception.train.data import (
+    Dihedral,
+    SceneBank,
+    generate_scenes,
+    sample_detector_batch,
+    sample_saliency_batch,
+)
+from pdn_perception.train.evaluate import coco_ground_truth, coco_metrics
+from pdn_perception.train.targets import centernet_targets
+from pdn_perception.train.trainer import StageBudget, TrainConfig, Trainer
+
+TINY = ModelConfig(
+    classes=("a", "b"),
+    saliency_width=4,
+    saliency_head_width=8,
+    detector_widths=(8, 8, 16, 16),
+    detector_neck_width=8,
+)
+
+
+def _oracle_mask(boxes, frame_hw, out_hw):
+    from pdn_perception.train.scenes import oracle_mask
+
+    return oracle_mask(boxes, frame_hw, out_hw)
+
+
+def toy_scene(seed: int, size: int = 256) -> SimpleNamespace:
+    """Noisy grey background with a few bright (class 0) and dark (class 1) squares, 6-20 px."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(120, 12, (size, size, 3)).clip(0, 255).astype(np.uint8)
+    boxes, labels = [], []
+    for _ in range(int(rng.integers(2, 6))):
+        s = int(rng.integers(6, 21))
+        x, y = (int(v) for v in rng.integers(4, size - s - 4, 2))
+        lab = int(rng.integers(0, 2))
+        img[y : y + s, x : x + s] = 235 if lab == 0 else 10
+        boxes.append([x, y, x + s, y + s])
+        labels.append(lab)
+    return SimpleNamespace(
+        image=img, boxes=np.array(boxes, np.float32), labels=np.array(labels, np.int64)
+    )
+
+
+@pytest.fixture(scope="module")
+def bank() -> SceneBank:
+    return SceneBank([toy_scene(i) for i in range(6)], 128, mask_fn=_oracle_mask)
+
+
+def test_centernet_targets_decode_back_to_the_boxes() -> None:
+    boxes = np.array([[10.3, 20.7, 18.1, 26.2], [100, 100, 148, 130], [200, 50, 207, 60]])
+    labels = np.array([0, 2, 1])
+    for aug in (Dihedral(), Dihedral(True, True, False), Dihedral(False, True, True)):
+        b = aug.boxes(boxes.astype(np.float32), (256, 256))
+        t = centernet_targets(b, labels, (64, 64), 3)
+        heat = torch.from_numpy(t.heat)[None].clamp(1e-4, 1 - 1e-4)  # (1, 3, 64, 64)
+        out = decode(
+            heat.logit(), torch.from_numpy(t.size)[None], torch.from_numpy(t.offset)[None], 4, 3
+        )
+        got = out[0][0].numpy()  # (3, 4)
+        order = np.lexsort((got[:, 1], got[:, 0]))
+        want = b[np.lexsort((b[:, 1], b[:, 0]))]
+        np.testing.assert_allclose(got[order], want, atol=1e-3)
+        assert (t.reg_mask == 1).sum() == 3 and (t.reg_mask > 0).sum() == 27
+
+
+def test_dihedral_boxes_follow_the_pixels() -> None:
+    img = np.zeros((40, 60), np.uint8)
+    img[5:9, 30:50] = 1  # box x1=30, y1=5, x2=50, y2=9
+    box = np.array([[30, 5, 50, 9]], np.float32)
+    for t in (False, True):
+        for fx in (False, True):
+            for fy in (False, True):
+                aug = Dihedral(t, fx, fy)
+                ys, xs = np.nonzero(aug.image(img))
+                got = aug.boxes(box, img.shape)[0]
+                assert list(got) == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
+def test_batches_have_the_documented_shapes(bank: SceneBank) -> None:
+    rng = np.random.default_rng(0)
+    s = sample_saliency_batch(bank, rng, 3, 64)
+    assert s.images.shape == (3, 3, 64, 64) and s.masks.shape == (3, 1, 16, 16)
+    bank.update_peaks(PatchDriveModel(TINY).saliency.eval(), 4, 64)
+    d = sample_detector_batch(bank, rng, 5, 64, 2)
+    assert d.images.shape == (5, 3, 64, 64)
+    assert d.heat.shape == (5, 2, 16, 16) and d.size.shape == (5, 2, 16, 16)
+    assert d.reg_mask.shape == (5, 16, 16)
+    assert float(d.heat.max()) == 1.0  # object crops are in the mix
+
+
+def test_generate_scenes_refuses_held_out_seeds() -> None:
+    with pytest.raises(ValueError, match="held-out"):
+        generate_scenes(999_999, 2)
+
+
+def test_training_smoke_losses_fall_and_checkpoint_resumes(bank: SceneBank, tmp_path) -> None:
+    cfg = TrainConfig(
+        seed=1,
+        saliency_input_size=128,
+        crop_size=128,
+        top_k=2,
+        saliency=StageBudget(steps=40),
+        sal_batch=4,
+        sal_window=64,
+        freeze_backbone_epochs=1,
+        detector=StageBudget(steps=40),
+        det_batch=8,
+        det_crop=64,
+        det_peaks=4,
+        joint=StageBudget(steps=3),
+        warmup_steps=5,
+        threads=1,  # tiny convs: a second thread only adds sync cost (and stalls on a busy CPU)
+        progress=False,
+    )
+    ckpt = tmp_path / "ckpt.safetensors"
+    trainer = Trainer(cfg, bank, model_config=TINY, checkpoint_path=ckpt)
+    history = trainer.run()
+    for stage in ("saliency", "detector"):
+        assert history[stage]["last_loss"] < 0.8 * history[stage]["first_loss"], history
+    assert history["joint"]["steps"] == 3 and np.isfinite(history["joint"]["last_loss"])
+    assert not trainer.model.training
+
+    ck = load_checkpoint(ckpt)
+    assert ck.state.done == ["saliency", "detector", "joint"]
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(ck.model.state_dict()[k], v), k
+    # A resumed run with everything done trains nothing and keeps the weights.
+    again = Trainer(cfg, bank, model_config=TINY, checkpoint_path=ckpt)
+    again.resume_from(ckpt)
+    assert again.run() == history
+    assert torch.equal(again.model.detector.heat.weight, trainer.model.detector.heat.weight)
+
+
+def test_resume_mid_stage_continues_the_step_count(bank: SceneBank, tmp_path) -> None:
+    cfg = TrainConfig(
+        saliency_input_size=128,
+        saliency=StageBudget(steps=6),
+        sal_batch=2,
+        sal_window=64,
+        detector=StageBudget(),
+        joint=StageBudget(),
+        checkpoint_every_s=0.0,  # checkpoint after every step
+        threads=1,
+        progress=False,
+    )
+    ckpt = tmp_path / "ckpt.safetensors"
+    Trainer(cfg, bank, model_config=TINY, checkpoint_path=ckpt).run()
+    # Fake a run killed after step 3 of the saliency stage: rewrite the state of a checkpoint.
+    first = Trainer(
+        TrainConfig.from_dict({**cfg.to_dict(), "saliency": {"steps": 3, "minutes": 0.0}}),
+        bank,
+        model_config=TINY,
+        checkpoint_path=ckpt,
+    )
+    first.state.stage, first.state.step = "saliency", 3
+    first._save(torch.optim.AdamW(first.model.saliency.parameters()))
+    resumed = Trainer(cfg, bank, model_config=TINY, checkpoint_path=ckpt)
+    resumed.resume_from(ckpt)
+    assert resumed.state.step == 3
+    assert resumed.run()["saliency"]["steps"] == 6
+
+
+def _tiny_model(seed: int = 0) -> PatchDriveModel:
+    torch.manual_seed(seed)
+    m = PatchDriveModel(TINY)
+    for p in m.parameters():  # make BN affine params non-trivial too
+        p.data.add_(torch.randn_like(p) * 0.05)
+    return m.eval()
+
+
+def test_safetensors_round_trip_gives_identical_outputs(tmp_path) -> None:
+    model = _tiny_model()
+    path = save_model(model, tmp_path / "m.safetensors", extra={"seed": 3, "note": "x"})
+    loaded = load_model(path)
+    x = torch.rand(2, 3, 64, 64) * 255
+    with torch.no_grad():
+        assert torch.equal(model.saliency(x), loaded.saliency(x))
+        for a, b in zip(model.detector(x), loaded.detector(x)):
+            assert torch.equal(a, b)
+    assert loaded.config == TINY
+    from pdn_perception.core.models.io import model_extra
+
+    assert model_extra(path) == {"seed": 3, "note": "x"}
+    assert b"pickle" not in path.read_bytes()[:64] and path.read_bytes()[8:9] == b"{"
+
+
+def test_corrupt_or_mismatched_files_raise_model_load_error(tmp_path) -> None:
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00\x01not a safetensors file" * 10)
+    with pytest.raises(ModelLoadError, match="cannot read model file"):
+        load_model(garbage)
+
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_model(tmp_path / "missing.safetensors")
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(ModelLoadError, match="not a pdn_perception model"):
+        load_model(foreign)
+
+    # Weights of the tiny model under a header that declares the default architecture.
+    model = _tiny_model()
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": "pdn_perception/1", "model_config": json.dumps(ModelConfig().to_dict())}
+    mismatched = tmp_path / "mismatched.safetensors"
+    save_file(state, str(mismatched), metadata=meta)
+    with pytest.raises(ModelLoadError, match="do not match the declared architecture"):
+        load_model(mismatched)
+
+    truncated = tmp_path / "truncated.safetensors"
+    good = save_model(model, tmp_path / "good.safetensors").read_bytes()
+    truncated.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ModelLoadError):
+        load_model(truncated)
+
+
+def test_coco_metrics_perfect_and_empty() -> None:
+    boxes = np.array([[10, 10, 20, 20], [100, 100, 140, 130]], np.float32)
+    gt = coco_ground_truth([((256, 256), boxes, np.array([0, 1]))], ("a", "b"))
+    dets = [
+        {"image_id": 1, "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
+        for a in gt["annotations"]
+    ]
+    m = coco_metrics(gt, dets)
+    assert m["AP50"] == pytest.approx(1.0) and m["recall50"] == pytest.approx(1.0)
+    assert m["AP50_small"] == pytest.approx(1.0)  # 10x10 is small; 40x30 (1200 px²) is not
+    assert coco_metrics(gt, [])["recall50"] == 0.0
