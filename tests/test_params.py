@@ -90,9 +90,9 @@ def test_propose_validates_by_building_the_config() -> None:
     current = (PipelineConfig(), NodeConfig())
     pipe, node = params.propose(current, [Parameter("top_k", value=9)])
     assert pipe.top_k == 9 and node == current[1]
-    assert params.rebuild_changes(current[0], pipe) == frozenset()
+    assert current[0].rebuild_changes(pipe) == frozenset()
     pipe, _ = params.propose(current, [Parameter("backend", value="cpu")])
-    assert params.rebuild_changes(current[0], pipe) == {"backend"}
+    assert current[0].rebuild_changes(pipe) == {"backend"}
     with pytest.raises(ConfigError, match="mode = 'all' is not one of topk, tiles, global"):
         params.propose(current, [Parameter("mode", value="all")])
     with pytest.raises(ConfigError, match=r"top_k = 0 is out of range \[1, 64\]"):

@@ -179,6 +179,10 @@ class PipelineConfig(_Validated):
         """Fields whose change needs a new model/backend (applied off the hot path)."""
         return frozenset(f.name for f in fields(cls) if f.metadata.get("rebuild"))
 
+    def rebuild_changes(self, new: PipelineConfig) -> frozenset[str]:
+        """Rebuild fields whose value differs in ``new``: empty means a cheap reconfigure."""
+        return frozenset(n for n in self.rebuild_fields() if getattr(self, n) != getattr(new, n))
+
 
 @dataclass(frozen=True)
 class NodeConfig(_Validated):

@@ -120,8 +120,8 @@ class Pipeline:
 
     def reconfigure(self, config: PipelineConfig) -> Pipeline:
         """A pipeline for ``config``; reuses model and runtime unless a rebuild field changed."""
-        changed = {k for k, v in config.to_dict().items() if getattr(self.config, k) != v}
-        if changed & PipelineConfig.rebuild_fields():
+        changed = self.config.rebuild_changes(config)
+        if changed:
             model = self.model if "model_path" not in changed else None
             return Pipeline(config, model=model)
         new = object.__new__(Pipeline)

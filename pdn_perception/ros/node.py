@@ -286,7 +286,7 @@ class PdnPerceptionNode(LifecycleNode):
     def _rebuild(self, current: Pipeline, config: PipelineConfig) -> Pipeline:
         """Cheap reconfigure inline; a model/backend rebuild (+ warm-up) in a background thread
         while the current pipeline keeps serving frames. Raises with the reason on failure."""
-        changes = params.rebuild_changes(current.config, config)
+        changes = current.config.rebuild_changes(config)
         if not changes:
             return current.reconfigure(config)
         self.get_logger().info(f"rebuilding pipeline for {sorted(changes)} in the background")

@@ -128,13 +128,6 @@ def propose(
     return configs_from_values({**config_values(*current), **changes})
 
 
-def rebuild_changes(old: PipelineConfig, new: PipelineConfig) -> frozenset[str]:
-    """Names of changed fields that need a new model/backend (built off the hot path)."""
-    return frozenset(
-        n for n in PipelineConfig.rebuild_fields() if getattr(old, n) != getattr(new, n)
-    )
-
-
 __all__ = [
     "CONFIG_CLASSES",
     "READ_ONLY",
@@ -146,5 +139,4 @@ __all__ = [
     "describe_field",
     "parameter_specs",
     "propose",
-    "rebuild_changes",
 ]
