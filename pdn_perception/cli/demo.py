@@ -245,12 +245,14 @@ def wait_until_active(
 
 def wait_for_answers(collector: Collector, published: int, t_end: float, timeout: float) -> None:
     """Until every frame is answered, or the node is idle (its /diagnostics counters balance:
-    every received frame processed, dropped or rejected, as many detections as processed)."""
+    every received frame processed, dropped or rejected, as many detections as processed).
+    Either way at least one /diagnostics message must have arrived: the summary reports the
+    backend from it (a short run can otherwise finish inside the first diagnostics period)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if len(collector.answered()) >= published:
-            return
         diag, diag_t = collector.diag()
+        if len(collector.answered()) >= published and diag:
+            return
         with contextlib.suppress(KeyError, ValueError):
             c = {k: int(diag[f"frames_{k}"]) for k in ("received", "processed", "dropped")}
             c["other"] = int(diag["frames_rejected"]) + int(diag["frames_failed"])
