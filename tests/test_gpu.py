@@ -35,7 +35,7 @@ def _raw_outputs(p: Pipeline, crops: torch.Tensor) -> torch.Tensor:
 @needs_cuda
 @pytest.mark.parametrize("backend", ["cuda", "compile"])
 def test_gpu_backend_matches_cpu_fp32(tiny_model: PatchDriveModel, backend: str) -> None:
-    crops = torch.rand(4, 3, 512, 512) * 255
+    crops = torch.randint(0, 256, (4, 3, 512, 512)).float()  # exact in uint8 (CPU) and fp16
     cpu = Pipeline(PipelineConfig(backend="cpu"), model=tiny_model)
     gpu = Pipeline(PipelineConfig(backend=backend), model=tiny_model)
     torch.testing.assert_close(
@@ -52,7 +52,7 @@ def test_tensorrt_matches_cpu_and_caches_engine(tiny_model: PatchDriveModel, tmp
     trt = Pipeline(cfg, model=tiny_model)
     assert list(tmp_path.glob("detector-*.ep")), "engine written to the cache"
     cpu = Pipeline(PipelineConfig(backend="cpu"), model=tiny_model)
-    crops = torch.rand(4, 3, 512, 512) * 255
+    crops = torch.randint(0, 256, (4, 3, 512, 512)).float()  # exact in uint8 (CPU) and fp16
     torch.testing.assert_close(
         _raw_outputs(trt, crops), _raw_outputs(cpu, crops), atol=0.05, rtol=0.02
     )

@@ -115,6 +115,27 @@ def test_gpu_backends_skip_cleanly_without_cuda(tiny_model: PatchDriveModel) -> 
             Pipeline(PipelineConfig(backend=name), model=tiny_model)
 
 
+def test_compile_backend_on_cpu_matches_eager(tiny_model: PatchDriveModel, frame) -> None:
+    """The opt-in inductor path (weights frozen into the graph) gives eager's answers."""
+    import torch
+
+    from pdn_perception.core.backends import cxx_compiler
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the compile backend runs on the GPU (test_gpu.py)")
+    if cxx_compiler() is None:
+        pytest.skip("no C++ compiler: inductor cannot build CPU kernels here")
+    eager = Pipeline(PipelineConfig(backend="cpu"), model=tiny_model)
+    compiled = Pipeline(PipelineConfig(backend="compile"), model=tiny_model)
+    assert compiled.backend == "compile" and compiled.runtime.dtype == torch.uint8
+    crops = torch.randint(0, 256, (2, 512, 512, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
+    for a, b in zip(compiled.runtime.detector(crops), eager.runtime.detector(crops)):
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
+    r_c, r_e = compiled(frame), eager(frame)
+    assert r_c.crop_boxes.tolist() == r_e.crop_boxes.tolist()
+    np.testing.assert_allclose(r_c.saliency, r_e.saliency, atol=1e-4)
+
+
 def test_model_files_round_trip_and_fail_clearly(tiny_model: PatchDriveModel, tmp_path) -> None:
     import torch
 

@@ -22,6 +22,7 @@ from pdn_perception.train.data import (
     sample_saliency_batch,
 )
 from pdn_perception.train.evaluate import coco_ground_truth, coco_metrics
+from pdn_perception.train.losses import masked_giou
 from pdn_perception.train.targets import centernet_targets
 from pdn_perception.train.trainer import StageBudget, TrainConfig, Trainer
 
@@ -223,6 +224,13 @@ def test_corrupt_or_mismatched_files_raise_model_load_error(tmp_path) -> None:
     with pytest.raises(ModelLoadError, match="do not match the declared architecture"):
         load_model(mismatched)
 
+    # A header whose architecture cannot exist (zero-depth stage) is refused, not half-built.
+    bad_cfg = {**ModelConfig().to_dict(), "detector_depths": [0, 1, 1]}
+    invalid = tmp_path / "invalid.safetensors"
+    save_file(state, str(invalid), metadata={**meta, "model_config": json.dumps(bad_cfg)})
+    with pytest.raises(ModelLoadError, match="widths and depths must be integers >= 1"):
+        load_model(invalid)
+
     truncated = tmp_path / "truncated.safetensors"
     good = save_model(model, tmp_path / "good.safetensors").read_bytes()
     truncated.write_bytes(good[: len(good) // 2])
@@ -241,3 +249,30 @@ def test_coco_metrics_perfect_and_empty() -> None:
     assert m["AP50"] == pytest.approx(1.0) and m["recall50"] == pytest.approx(1.0)
     assert m["AP50_small"] == pytest.approx(1.0)  # 10x10 is small; 40x30 (1200 px²) is not
     assert coco_metrics(gt, [])["recall50"] == 0.0
+
+
+def test_giou_loss_is_zero_on_exact_boxes_and_grows_with_a_pixel_slip() -> None:
+    boxes = np.array([[8, 8, 14, 14], [40, 40, 80, 70]], np.float32)  # 6 px and 40x30 px
+    t = centernet_targets(boxes, np.array([0, 0]), (32, 32), 1)
+    size = torch.from_numpy(t.size)[None]  # (1, 2, 32, 32)
+    off = torch.from_numpy(t.offset)[None]
+    mask = torch.from_numpy(t.reg_mask)[None]
+    assert float(masked_giou(size, off, size, off, mask)) == pytest.approx(0.0, abs=1e-5)
+    # The same one-pixel (0.25 cell) slip costs the 6 px box far more than the 40 px one.
+    only = [torch.zeros_like(mask), torch.zeros_like(mask)]
+    only[0][0, 2, 2], only[1][0, 13, 15] = 1.0, 1.0  # centre cells of the two boxes
+    slip = off + 0.25
+    small, large = (float(masked_giou(size, slip, size, off, m)) for m in only)
+    assert small > 2 * large > 0
+
+
+def test_local_max_matches_max_pool_on_ties_borders_and_channels_last() -> None:
+    import torch.nn.functional as F
+
+    from pdn_perception.core.models.detector import local_max_3x3
+
+    g = torch.Generator().manual_seed(0)
+    prob = torch.rand(3, 2, 17, 9, generator=g).round(decimals=1)  # many ties
+    prob[0, 0, 0, 0] = 1.0  # a corner peak
+    for x in (prob, prob.contiguous(memory_format=torch.channels_last)):
+        assert torch.equal(local_max_3x3(x), F.max_pool2d(x, 3, 1, 1))

@@ -23,14 +23,7 @@ from ..core.config import ConfigError, load_pipeline_config
 from ..core.models.io import default_model_path, save_model
 
 STAGE_SHARE = {"saliency": 0.18, "detector": 0.59, "joint": 0.23}  # of --minutes
-# Step budgets of the default run: ~25 min on an idle 2-core CPU (fp32). Steps, not minutes, so
-# the same command gives the same model however loaded the machine is.
-DEFAULT_STEPS = {"saliency": 1000, "detector": 3000, "joint": 400}
 STAGE_FLAGS = (("saliency", "sal"), ("detector", "det"), ("joint", "joint"))
-# The shipped model covers these domains: on 2 CPU cores in ~30 min the default detector reaches
-# the product's accuracy targets on them, but not on 'aerial' (dense 6-15 px vehicles a few px
-# apart; see models/MODEL_CARD.md). `--domains all` trains all three.
-DEFAULT_DOMAINS = ("maritime", "microscopy")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--domains",
         nargs="+",
-        default=list(DEFAULT_DOMAINS),
-        help=f"scene domains to train on, or 'all' (default: {' '.join(DEFAULT_DOMAINS)})",
+        default=["all"],
+        help="scene domains to train on (maritime aerial microscopy), or 'all' (the default)",
     )
     p.add_argument("--workers", type=int, default=2, help="processes rendering scenes")
     p.add_argument(
@@ -57,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help=f"time budget: total minutes split over the stages {STAGE_SHARE}; replaces the "
-        f"default step budgets {DEFAULT_STEPS} unless steps are also given",
+        "default step budgets (TrainConfig's) unless steps are also given",
     )
     p.add_argument("--steps", type=int, default=None, help="step budget of every stage")
     for stage, short in STAGE_FLAGS:
@@ -69,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sal-batch", type=int, default=8)
     p.add_argument("--det-batch", type=int, default=16)
     p.add_argument("--det-crop", type=int, default=256, help="detector training crop side")
+    p.add_argument(
+        "--det-giou",
+        type=float,
+        default=None,
+        help="weight of the GIoU box loss in the detector and joint stages (default 1.0)",
+    )
     p.add_argument(
         "--config", default=None, help="pipeline YAML (saliency_input_size, crop_size, top_k)"
     )
@@ -86,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _stage_budgets(args: argparse.Namespace) -> dict[str, Any]:
-    from ..train.trainer import StageBudget
+    from ..train.trainer import StageBudget, TrainConfig
 
     out = {}
     for stage, short in STAGE_FLAGS:
@@ -97,7 +96,9 @@ def _stage_budgets(args: argparse.Namespace) -> dict[str, Any]:
         if steps is None:
             steps = args.steps
         if steps is None:
-            steps = 0 if minutes else DEFAULT_STEPS[stage]
+            # Default: TrainConfig's step budgets. Steps, not minutes, so the same command gives
+            # the same model however loaded the machine is.
+            steps = 0 if minutes else getattr(TrainConfig(), stage).steps
         out[stage] = StageBudget(steps=steps, minutes=minutes)
     return out
 
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         sal_batch=args.sal_batch,
         det_batch=args.det_batch,
         det_crop=args.det_crop,
+        **({} if args.det_giou is None else {"det_giou_weight": args.det_giou}),
         freeze_backbone_epochs=args.freeze_backbone_epochs,
         threads=args.threads,
         progress=not args.no_progress,

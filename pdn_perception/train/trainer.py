@@ -89,13 +89,14 @@ class TrainConfig:
     sal_lr: float = 4e-3
     freeze_backbone_epochs: int = 1
     # (b) detector
-    detector: StageBudget = field(default_factory=lambda: StageBudget(steps=2600))
+    detector: StageBudget = field(default_factory=lambda: StageBudget(steps=3600))
     det_batch: int = 16
     det_crop: int = 256
     det_lr: float = 4e-3
     det_mix: tuple[float, float, float] = (0.6, 0.25, 0.15)  # objects, peaks, random
     det_peaks: int = 8  # saliency peaks per scene used as hard-negative centres
     det_scale_range: tuple[float, float] = (0.8, 1.25)  # zoom augmentation of detector crops
+    det_giou_weight: float = 1.0  # GIoU on decoded boxes beside the L1 terms (0 = off)
     # (c) joint
     joint: StageBudget = field(default_factory=lambda: StageBudget(steps=400))
     joint_frames: int = 1
@@ -304,7 +305,9 @@ class Trainer:
             x = photometric(b.images, self.rng)  # (B, 3, S, S)
             with self._autocast():
                 out = det(x.contiguous(memory_format=torch.channels_last))
-            return detector_loss(out, b.heat, b.size, b.offset, b.reg_mask)
+            return detector_loss(
+                out, b.heat, b.size, b.offset, b.reg_mask, giou_weight=cfg.det_giou_weight
+            )
 
         return self._loop("detector", cfg.detector, list(det.parameters()), cfg.det_lr, step)
 
@@ -347,7 +350,9 @@ class Trainer:
             xc = photometric(b.images, self.rng)  # (F*K, 3, S, S)
             with self._autocast():
                 out = model.detector(xc.contiguous(memory_format=torch.channels_last))
-            l_det, dparts = detector_loss(out, b.heat, b.size, b.offset, b.reg_mask)
+            l_det, dparts = detector_loss(
+                out, b.heat, b.size, b.offset, b.reg_mask, giou_weight=cfg.det_giou_weight
+            )
             parts.update(dparts)
             return l_det + cfg.joint_sal_weight * l_sal, parts
 

@@ -70,13 +70,34 @@ def stage(cin: int, cout: int, n: int, stride: int, kind: str, expand: int = 2) 
 
 
 class Normalize(nn.Module):
-    """Pixel values 0..255 (as float) -> roughly zero-mean unit-variance.
+    """Pixel values 0..255 (uint8 or float) -> roughly zero-mean unit-variance.
 
-    Inside the model so callers only cast uint8 to float: one pass over the pixels, not three.
+    Inside the model so callers hand over raw pixels. For inference the 1/STD scale can be
+    folded into the first convolution (``fold_scale_into``), which is exact: zero padding is
+    zero either way. The mean cannot be folded without changing what the padding means.
     """
 
     MEAN = 115.0
     STD = 64.0
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = 1.0 / self.STD
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W)
-        return (x - self.MEAN) * (1.0 / self.STD)
+        y = x - self.MEAN  # uint8 in -> float out: the one pass over the pixels
+        return y if self.scale == 1.0 else y * self.scale
+
+    @torch.no_grad()
+    def fold_scale_into(self, conv: nn.Conv2d) -> None:
+        """Multiply ``conv`` (the next layer) by the scale and drop it here: one pass fewer."""
+        conv.weight.mul_(self.scale)
+        self.scale = 1.0
+
+
+def first_conv(module: nn.Module) -> nn.Conv2d:
+    """The first Conv2d of a module, in registration order (the stem's input convolution)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            return m
+    raise ValueError(f"{type(module).__name__} has no Conv2d")

@@ -15,8 +15,10 @@ from .blocks import ConvBNAct, Normalize, stage
 class CropDetector(nn.Module):
     """Crops (B, 3, S, S), values 0..255 -> heat logits (B, C, S/4, S/4), size, offset (B, 2, ..).
 
-    ``kind='light'`` is the real-time CPU default (a two-conv stem, then narrow basic blocks);
-    ``kind='resnet18'`` is the ResNet-18-class GPU configuration (7x7 stem + max-pool, 64-256 wide).
+    ``kind='light'`` is the real-time CPU default: a two-conv stem and plain 3x3 convs at stride 4
+    (where every FLOP costs 4x what it costs at stride 8), basic blocks at strides 8 and 16.
+    ``kind='resnet18'`` is the ResNet-18-class GPU configuration (7x7 stem + max-pool, basic
+    blocks at every stride, 64-256 wide).
     """
 
     stride = 4
@@ -25,19 +27,21 @@ class CropDetector(nn.Module):
         self,
         num_classes: int,
         kind: str = "light",
-        widths: tuple[int, int, int, int] = (24, 32, 64, 128),
+        widths: tuple[int, int, int, int] = (24, 24, 48, 96),
         depths: tuple[int, int, int] = (1, 1, 1),
-        neck_width: int = 32,
+        neck_width: int = 24,
     ) -> None:
         super().__init__()
         w0, w1, w2, w3 = widths
         self.norm = Normalize()
-        if kind == "light":  # two cheap strided 3x3 convs to stride 4
+        # Dense 3x3 convs throughout: on CPU (oneDNN) they run 3-4x faster per FLOP than depthwise.
+        if kind == "light":  # two cheap strided 3x3 convs to stride 4, then plain 3x3 convs
             self.stem = nn.Sequential(ConvBNAct(3, 16, 3, 2), ConvBNAct(16, w0, 3, 2))
-        else:  # ResNet-18 stem
+            convs = [ConvBNAct(w0 if i == 0 else w1, w1, 3) for i in range(max(1, depths[0]))]
+            self.s4 = nn.Sequential(*convs)  # stride 4
+        else:  # ResNet-18 stem and basic blocks
             self.stem = nn.Sequential(ConvBNAct(3, w0, 7, 2), nn.MaxPool2d(3, 2, 1))
-        # Dense 3x3 basic blocks: on CPU (oneDNN) they run 3-4x faster per FLOP than depthwise.
-        self.s4 = stage(w0, w1, depths[0], 1, "resnet")  # stride 4
+            self.s4 = stage(w0, w1, depths[0], 1, "resnet")  # stride 4
         self.s8 = stage(w1, w2, depths[1], 2, "resnet")  # stride 8
         self.s16 = stage(w2, w3, depths[2], 2, "resnet")  # stride 16
         self.lat4 = ConvBNAct(w1, neck_width, 1)
@@ -59,6 +63,23 @@ class CropDetector(nn.Module):
         return self.heat(h), self.size(h), self.offset(h)
 
 
+def local_max_3x3(prob: torch.Tensor) -> torch.Tensor:
+    """Max over each cell's 3x3 neighbourhood of prob (B, C, h, w) >= 0 (zero padding).
+
+    Same values as ``F.max_pool2d(prob, 3, 1, 1)`` but eight elementwise maxima of shifted views:
+    15x faster on CPU for the few-channel maps here (0.35 vs 5.5 ms for 4 crops), where the
+    pooling kernel was the largest cost of decoding.
+    """
+    h, w = prob.shape[-2:]
+    padded = F.pad(prob, (1, 1, 1, 1))  # (B, C, h + 2, w + 2)
+    out = prob
+    for dy in range(3):
+        for dx in range(3):
+            if (dy, dx) != (1, 1):
+                out = torch.maximum(out, padded[..., dy : dy + h, dx : dx + w])
+    return out
+
+
 @torch.no_grad()
 def decode(
     heat: torch.Tensor,
@@ -74,8 +95,8 @@ def decode(
     labels (B, M), M = min(max_per_image, C*h*w), sorted by score.
     """
     b, c, h, w = heat.shape
-    prob = heat.float().sigmoid()
-    peaks = prob * (F.max_pool2d(prob, 3, 1, 1) == prob)  # (B, C, h, w)
+    prob = heat.float().sigmoid().contiguous()
+    peaks = prob * (local_max_3x3(prob) == prob)  # (B, C, h, w)
     m = min(max_per_image, c * h * w)
     scores, idx = peaks.reshape(b, -1).topk(m, dim=1)  # (B, M)
     labels = idx // (h * w)

@@ -20,9 +20,10 @@ class ModelConfig:
     saliency_width: int = 12
     saliency_head_width: int = 24
     detector_kind: str = "light"  # light (CPU default) | resnet18 (ResNet-18 class, GPU)
-    detector_widths: tuple[int, int, int, int] = (24, 32, 64, 128)
+    # light: ~1 GFLOP per 512² crop (stride-4 work kept to three 24-wide 3x3 convs)
+    detector_widths: tuple[int, int, int, int] = (24, 24, 48, 96)
     detector_depths: tuple[int, int, int] = (1, 1, 1)
-    detector_neck_width: int = 32
+    detector_neck_width: int = 24
 
     def __post_init__(self) -> None:
         if not self.classes or not all(isinstance(c, str) and c for c in self.classes):
@@ -31,6 +32,15 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.detector_kind = {self.detector_kind!r} is not one of light, resnet18"
             )
+        sizes = (
+            self.saliency_width,
+            self.saliency_head_width,
+            *self.detector_widths,
+            *self.detector_depths,
+            self.detector_neck_width,
+        )
+        if not all(isinstance(v, int) and v >= 1 for v in sizes):
+            raise ValueError(f"ModelConfig widths and depths must be integers >= 1: {self}")
 
     @classmethod
     def large(cls, classes: tuple[str, ...] = ("boat", "vehicle", "nucleus")) -> ModelConfig:
