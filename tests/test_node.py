@@ -276,6 +276,24 @@ def test_diagnostics_report_rates_latency_and_backend(node: NodeUnderTest) -> No
         assert key in values
 
 
+def test_live_switch_to_the_compile_backend(node: NodeUnderTest) -> None:
+    """The node's best CPU setting (README, Speed): set live, compiled off the hot path."""
+    import torch
+
+    from pdn_perception.core.backends import cxx_compiler
+
+    if not torch.cuda.is_available() and cxx_compiler() is None:
+        pytest.skip("no C++ compiler: inductor cannot build CPU kernels here")
+    done = int(node.peer.request("diag")["values"]["frames_processed"])
+    try:
+        assert node.set(backend="compile") == [{"ok": True, "reason": ""}]
+        assert len(node.frame()["crops"]) == 4
+        values = node.peer.request("diag", at_least={"frames_processed": done + 1})["values"]
+        assert values["backend"] == "compile", values
+    finally:
+        assert node.set(backend="auto")[0]["ok"]
+
+
 def test_debug_image_is_published_to_subscribers(node: NodeUnderTest) -> None:
     node.peer.request("watch_debug")
     answer = node.frame(width=2048, height=1536, frame_id="dbg", debug=True)
