@@ -136,6 +136,23 @@ def _eval_copy(model: PatchDriveModel, device: torch.device, dtype: torch.dtype)
     return m.to(device=device, dtype=dtype, memory_format=torch.channels_last)
 
 
+def _as_float(out: Tensor | DetectorOut) -> Tensor | DetectorOut:
+    """fp32 outputs whatever the network computed in (bf16 autocast)."""
+    return tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
+
+
+def _cpu_runtime(
+    name: str, model: PatchDriveModel, wrap: Callable[[nn.Module], Callable], reason: str
+) -> Runtime:
+    """What every CPU backend shares: allocator, threads, the folded fp32 copy, uint8 input;
+    ``wrap`` turns each network into the callable the pipeline runs."""
+    tune_cpu_allocator()
+    torch.set_num_threads(cpu_threads())
+    dev = torch.device("cpu")
+    m = _eval_copy(model, dev, torch.float32)
+    return Runtime(name, dev, torch.uint8, wrap(m.saliency), wrap(m.detector), reason)
+
+
 class CpuBackend:
     """Eager PyTorch on CPU: BN folded, channels_last, bf16 autocast where the CPU has it."""
 
@@ -145,27 +162,17 @@ class CpuBackend:
         return True, "always available"
 
     def build(self, model: PatchDriveModel, config: PipelineConfig) -> Runtime:
-        tune_cpu_allocator()
-        torch.set_num_threads(cpu_threads())
-        dev = torch.device("cpu")
-        m = _eval_copy(model, dev, torch.float32)
         bf16 = cpu_supports_bf16()
 
         def wrap(net: nn.Module) -> Callable:
             def run(x: Tensor):
-                x = x.contiguous(memory_format=torch.channels_last)
                 with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-                    out = net(x)
-                if isinstance(out, tuple):
-                    return tuple(o.float() for o in out)
-                return out.float()
+                    return _as_float(net(x.contiguous(memory_format=torch.channels_last)))
 
             return run
 
         note = "bf16 autocast" if bf16 else "fp32 (no native bf16 on this CPU)"
-        return Runtime(
-            self.name, dev, torch.uint8, wrap(m.saliency), wrap(m.detector), f"CPU eager, {note}"
-        )
+        return _cpu_runtime(self.name, model, wrap, f"CPU eager, {note}")
 
 
 class CudaBackend:
@@ -238,24 +245,17 @@ class CompileBackend:
             sal = torch.compile(base.saliency, mode="reduce-overhead", dynamic=False)
             det = torch.compile(base.detector, mode="reduce-overhead", dynamic=False)
             return Runtime(self.name, base.device, base.dtype, sal, det, "torch.compile over cuda")
-        tune_cpu_allocator()
-        torch.set_num_threads(cpu_threads())
-        dev = torch.device("cpu")
-        m = _eval_copy(model, dev, torch.float32)
 
         def wrap(net: nn.Module) -> Callable:
             compiled = torch.compile(net, dynamic=False, options={"freezing": True})
 
             def run(x: Tensor):
                 with torch.inference_mode():  # freezing needs it; outside the compiled graph
-                    out = compiled(x.contiguous(memory_format=torch.channels_last))
-                return tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
+                    return _as_float(compiled(x.contiguous(memory_format=torch.channels_last)))
 
             return run
 
-        return Runtime(
-            self.name, dev, torch.uint8, wrap(m.saliency), wrap(m.detector), "inductor, frozen"
-        )
+        return _cpu_runtime(self.name, model, wrap, "inductor, frozen")
 
 
 def engine_cache_key(model: nn.Module, shapes: tuple, precision: str) -> str:

@@ -37,7 +37,7 @@ class CropDetector(nn.Module):
         # Dense 3x3 convs throughout: on CPU (oneDNN) they run 3-4x faster per FLOP than depthwise.
         if kind == "light":  # two cheap strided 3x3 convs to stride 4, then plain 3x3 convs
             self.stem = nn.Sequential(ConvBNAct(3, 16, 3, 2), ConvBNAct(16, w0, 3, 2))
-            convs = [ConvBNAct(w0 if i == 0 else w1, w1, 3) for i in range(max(1, depths[0]))]
+            convs = [ConvBNAct(w0 if i == 0 else w1, w1, 3) for i in range(depths[0])]
             self.s4 = nn.Sequential(*convs)  # stride 4
         else:  # ResNet-18 stem and basic blocks
             self.stem = nn.Sequential(ConvBNAct(3, w0, 7, 2), nn.MaxPool2d(3, 2, 1))
