@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import struct
-
 import cv2
 import numpy as np
 import pytest
-from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -15,9 +12,7 @@ from pdn_perception.core.pipeline import Result
 from pdn_perception.ros.convert import (
     ENCODINGS,
     ImageConversionError,
-    RawImage,
     compressed_to_pipeline,
-    image_from_cdr,
     image_to_numpy,
     image_to_pipeline,
     numpy_to_compressed,
@@ -139,49 +134,6 @@ def test_bad_images_raise_a_clear_error(change: dict, message: str) -> None:
         setattr(msg, key, value)
     with pytest.raises(ImageConversionError, match=message.replace("*", r"\*")):
         image_to_pipeline(msg)
-
-
-# frame_ids of every length mod 4 move the fields after them across CDR alignment boundaries
-@pytest.mark.parametrize(
-    ("encoding", "frame_id"),
-    [("rgb8", ""), ("mono16", "a"), ("bgra8", "ab"), ("mono8", "cam"), ("bgr8", "camera/optical")],
-)
-def test_serialized_image_is_read_without_deserializing(encoding: str, frame_id: str) -> None:
-    msg = padded_image(
-        random_array(encoding, 9, 7), encoding, pad=3, big_endian=encoding == "mono16"
-    )
-    msg.header = header(frame_id, sec=-7, nanosec=999_999_999)
-    raw = serialize_message(msg)  # what a raw=True subscription hands to the node
-    got = image_from_cdr(raw)
-    assert isinstance(got, RawImage)
-    assert got.header == msg.header
-    fields = ("height", "width", "encoding", "is_bigendian", "step")
-    assert [getattr(got, f) for f in fields] == [getattr(msg, f) for f in fields]
-    np.testing.assert_array_equal(image_to_pipeline(got), image_to_pipeline(msg))
-    # the pixels are a view of the received bytes, not a copy
-    assert np.shares_memory(image_to_numpy(got), np.frombuffer(raw, np.uint8))
-
-
-def test_big_endian_cdr_is_read() -> None:
-    """Hand-built big-endian CDR (encapsulation 0x0000) of a 2x1 mono8 Image."""
-
-    def string(s: bytes) -> bytes:
-        return struct.pack(">I", len(s) + 1) + s + b"\0"
-
-    body = struct.pack(">iI", 3, 4) + string(b"cam")  # stamp, frame_id: 12 bytes
-    body += struct.pack(">II", 1, 2) + string(b"mono8")  # height, width, encoding: 18 bytes
-    body += bytes([0]) + bytes(1)  # is_bigendian, then padding to a multiple of 4
-    body += struct.pack(">II", 2, 2) + bytes([7, 9])  # step, data length, data
-    got = image_from_cdr(b"\x00\x00\x00\x00" + body)
-    assert (got.header.stamp.sec, got.header.stamp.nanosec, got.header.frame_id) == (3, 4, "cam")
-    np.testing.assert_array_equal(image_to_pipeline(got), [[7, 9]])
-
-
-def test_truncated_serialized_image_raises_a_clear_error() -> None:
-    raw = serialize_message(numpy_to_image(random_array("rgb8", 4, 4), "rgb8", header()))
-    for cut in (0, 3, 10, len(raw) - 1):
-        with pytest.raises(ImageConversionError, match=r"too short|truncated"):
-            image_from_cdr(raw[:cut])
 
 
 def test_numpy_to_image_refuses_mismatched_arrays() -> None:

@@ -9,27 +9,20 @@ There is no ROS 2 cv_bridge on PyPI, and a 12.6 MB frame must not be copied need
   mono16 becomes 8-bit by ``>> 8`` (keeps the top byte: full-range 16-bit sensors map linearly;
   a 12-bit sensor stored in the low bits looks dark - scale such data before publishing);
 * messages are built from ``ndarray.tobytes()``: assigning an ndarray to ``msg.data`` costs
-  ~0.5 s for 12.6 MB in rclpy;
-* ``image_from_cdr`` reads a *serialized* sensor_msgs/Image (what a ``raw=True`` subscription
-  hands over) without deserializing it: rclpy's own deserialization copies the 12.6 MB payload
-  twice (~15 ms per 2048² frame on the executor thread); here ``data`` is a view of the bytes.
+  ~0.5 s for 12.6 MB in rclpy.
 
 Every malformed input raises :class:`ImageConversionError` with a message that says what is wrong.
 """
 
 from __future__ import annotations
 
-import struct
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
-from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import (
@@ -61,83 +54,7 @@ _TO_RGB = {"bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB, "bgra8": cv2.
 _HOST_BIG_ENDIAN = sys.byteorder == "big"
 
 
-@dataclass(frozen=True)
-class RawImage:
-    """A sensor_msgs/Image read from its serialized bytes: the message's field names, with
-    ``data`` a read-only view into those bytes (so everything below takes either)."""
-
-    header: Header
-    height: int
-    width: int
-    encoding: str
-    is_bigendian: int
-    step: int
-    data: memoryview
-
-
-# CDR encapsulation ids (first two bytes, big-endian) of plain XCDR1, as rmw_fastrtps writes.
-_CDR_BE, _CDR_LE = 0x0000, 0x0001
-
-
-class _CdrReader:
-    """Sequential reader of plain CDR; alignment counts from the end of the 4-byte header."""
-
-    def __init__(self, buf: memoryview, little: bool) -> None:
-        self.buf, self.pos, self.end = buf, 4, "<" if little else ">"
-
-    def _take(self, size: int, align: int) -> int:
-        rel = self.pos - 4
-        start = 4 + rel + (-rel % align)
-        if start + size > len(self.buf):
-            raise ImageConversionError(
-                f"serialized Image truncated: needs {start + size} bytes, has {len(self.buf)}"
-            )
-        self.pos = start + size
-        return start
-
-    def u32(self) -> int:
-        return struct.unpack_from(self.end + "I", self.buf, self._take(4, 4))[0]
-
-    def i32(self) -> int:
-        return struct.unpack_from(self.end + "i", self.buf, self._take(4, 4))[0]
-
-    def u8(self) -> int:
-        return self.buf[self._take(1, 1)]
-
-    def string(self) -> str:
-        n = self.u32()  # length including the terminating NUL
-        raw = self.buf[self._take(n, 1) : self.pos]
-        return bytes(raw[:-1] if n and raw[-1] == 0 else raw).decode("utf-8", "replace")
-
-    def octets(self) -> memoryview:
-        n = self.u32()
-        return self.buf[self._take(n, 1) : self.pos]
-
-
-def image_from_cdr(data: bytes | memoryview) -> RawImage | Image:
-    """Serialized sensor_msgs/Image -> :class:`RawImage` whose ``data`` is a view (no copy).
-
-    Plain CDR (little or big endian) is parsed here; any other encapsulation falls back to
-    rclpy's deserialization (correct, just slower). Truncated bytes raise ImageConversionError.
-    """
-    buf = memoryview(data).cast("B")
-    if len(buf) < 4:
-        raise ImageConversionError(f"serialized Image too short ({len(buf)} bytes)")
-    kind = (buf[0] << 8) | buf[1]
-    if kind not in (_CDR_BE, _CDR_LE):
-        try:
-            return deserialize_message(bytes(buf), Image)
-        except Exception as exc:  # rclpy raises plain exceptions for bad bytes
-            raise ImageConversionError(f"cannot deserialize Image: {exc}") from None
-    r = _CdrReader(buf, little=kind == _CDR_LE)
-    stamp = Time(sec=r.i32(), nanosec=r.u32())
-    header = Header(stamp=stamp, frame_id=r.string())
-    height, width, encoding = r.u32(), r.u32(), r.string()
-    is_bigendian, step = r.u8(), r.u32()
-    return RawImage(header, height, width, encoding, is_bigendian, step, r.octets())
-
-
-def image_to_numpy(msg: Image | RawImage) -> np.ndarray:
+def image_to_numpy(msg: Image) -> np.ndarray:
     """View of ``msg.data`` as (H, W) or (H, W, C) in the message's encoding (no copy).
 
     Row padding (``step`` > width * pixel size) is skipped by strides; mono16 gets a dtype with
@@ -180,7 +97,7 @@ def to_pipeline_frame(array: np.ndarray, encoding: str) -> np.ndarray:
     raise ImageConversionError(f"unsupported image encoding {encoding!r}")
 
 
-def image_to_pipeline(msg: Image | RawImage) -> np.ndarray:
+def image_to_pipeline(msg: Image) -> np.ndarray:
     """sensor_msgs/Image -> frame for the pipeline (rgb8/mono8: zero-copy views)."""
     return to_pipeline_frame(image_to_numpy(msg), msg.encoding)
 
@@ -306,10 +223,8 @@ def diagnostic_status(
 __all__ = [
     "ENCODINGS",
     "ImageConversionError",
-    "RawImage",
     "compressed_to_pipeline",
     "diagnostic_status",
-    "image_from_cdr",
     "image_to_numpy",
     "image_to_pipeline",
     "numpy_to_compressed",

@@ -120,7 +120,7 @@ class PdnPerceptionNode(LifecycleNode):
         self._worker: threading.Thread | None = None
         self._subs: list[Any] = []
         self._pubs: dict[str, Any] = {}
-        self._last_key: dict[bool, tuple] = {}  # compressed? -> last (sec, nanosec, frame_id)
+        self._last_key: dict[type, tuple] = {}
         self._last_hw = (2048, 2048)
         self._io_group = MutuallyExclusiveCallbackGroup()  # frames and diagnostics
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -163,10 +163,9 @@ class PdnPerceptionNode(LifecycleNode):
             history=HistoryPolicy.KEEP_LAST,
             reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
         )
-        sub, group = self.create_subscription, self._io_group
-        self._subs = [  # raw Image bytes: parsed without rclpy's two copies of the payload
-            sub(Image, "image", self._on_raw, qos, callback_group=group, raw=True),
-            sub(CompressedImage, "image/compressed", self._on_frame, qos, callback_group=group),
+        self._subs = [
+            self.create_subscription(t, topic, self._on_frame, qos, callback_group=self._io_group)
+            for t, topic in ((Image, "image"), (CompressedImage, "image/compressed"))
         ]
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="pdn_inference", daemon=True)
@@ -207,31 +206,16 @@ class PdnPerceptionNode(LifecycleNode):
         self._pubs, self._pipeline = {}, None
 
     # -- frames ----------------------------------------------------------------------------
-    def _on_raw(self, data: bytes) -> None:
-        """Executor side, ``image``: serialized bytes -> RawImage whose pixels are a view."""
-        try:
-            msg = convert.image_from_cdr(data)
-        except convert.ImageConversionError as exc:
-            self._stats.add("received")
-            self._reject(exc)
-            return
-        self._on_frame(msg)
-
-    def _on_frame(self, msg: convert.RawImage | Image | CompressedImage) -> None:
+    def _on_frame(self, msg: Image | CompressedImage) -> None:
         """Executor side: only park the message (and skip the compressed twin of a raw frame)."""
         key = (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id)
-        compressed = isinstance(msg, CompressedImage)
-        self._last_key[compressed] = key
-        if self._last_key.get(not compressed) == key:
+        other = CompressedImage if isinstance(msg, Image) else Image
+        self._last_key[type(msg)] = key
+        if self._last_key.get(other) == key:
             return  # image_transport publishes raw and compressed copies of the same frame
         self._stats.add("received")
         if self._slot.put((msg, time.monotonic())):
             self._stats.add("dropped")
-
-    def _reject(self, exc: Exception) -> None:
-        """Count a bad frame and warn (throttled); the node carries on with the next one."""
-        self._stats.error("rejected", f"bad frame: {exc}")
-        self.get_logger().warning(f"skipping bad frame: {exc}", throttle_duration_sec=5.0)
 
     def _work(self) -> None:
         """Worker thread: newest frame -> pipeline -> outputs; no input can end this loop."""
@@ -247,7 +231,7 @@ class PdnPerceptionNode(LifecycleNode):
                     f"frame failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0
                 )
 
-    def _process(self, msg: convert.RawImage | Image | CompressedImage, t_receipt: float) -> None:
+    def _process(self, msg: Image | CompressedImage, t_receipt: float) -> None:
         pipeline, node_cfg = self._pipeline, self.cfg[1]
         if pipeline is None:
             return
@@ -258,7 +242,8 @@ class PdnPerceptionNode(LifecycleNode):
                 frame = convert.image_to_pipeline(msg)
             result = pipeline(frame)
         except (convert.ImageConversionError, FrameError) as exc:
-            self._reject(exc)
+            self._stats.error("rejected", f"bad frame: {exc}")
+            self.get_logger().warning(f"skipping bad frame: {exc}", throttle_duration_sec=5.0)
             return
         header = msg.header
         self._pubs["detections"].publish(convert.result_to_detections(result, header))
