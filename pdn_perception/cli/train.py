@@ -4,6 +4,8 @@ scenes, save it as safetensors with its training record, and score it on held-ou
     pdn-train                      # the shipped model: ~25 min on 2 idle CPU cores
     pdn-train --minutes 3 --scenes 30 --eval-frames 5 --out /tmp/quick.safetensors
     pdn-train --resume             # continue a killed run from runs/train/checkpoint.safetensors
+    pdn-train --model-config large # the ResNet-18-class detector (for GPU-sized budgets)
+    pdn-train --model-config '{"detector_depths": [2, 1, 1]}'   # any ModelConfig field
 """
 
 from __future__ import annotations
@@ -58,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
             f"--{short}-minutes", type=float, default=None, help=f"{stage} stage minutes"
         )
         p.add_argument(f"--{short}-steps", type=int, default=None, help=f"{stage} stage steps")
+    p.add_argument(
+        "--model-config",
+        default="default",
+        help="architecture: 'default' (ModelConfig()), 'large' (ModelConfig.large()), or a JSON "
+        "object of ModelConfig fields overriding the default, e.g. "
+        "'{\"detector_depths\": [2, 1, 1]}'",
+    )
     p.add_argument("--freeze-backbone-epochs", type=int, default=1)
     p.add_argument("--sal-batch", type=int, default=8)
     p.add_argument("--det-batch", type=int, default=16)
@@ -103,6 +112,27 @@ def _stage_budgets(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def model_config_from_arg(spec: str, classes: tuple[str, ...]) -> Any:
+    """``--model-config`` -> ModelConfig for ``classes``; ValueError says what is wrong."""
+    from ..core.models.patchdrive import ModelConfig
+
+    if spec == "default":
+        return ModelConfig(classes=classes)
+    if spec == "large":
+        return ModelConfig.large(classes=classes)
+    try:
+        fields = json.loads(spec)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"--model-config must be 'default', 'large' or a JSON object, got {spec!r} ({exc})"
+        ) from None
+    if not isinstance(fields, dict):
+        raise ValueError(f"--model-config JSON must be an object of ModelConfig fields: {spec!r}")
+    if "classes" in fields:
+        raise ValueError("--model-config cannot set classes: they are the scene classes")
+    return ModelConfig.from_dict({**ModelConfig(classes=classes).to_dict(), **fields})
+
+
 def machine_description() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -131,7 +161,6 @@ def main(argv: list[str] | None = None) -> int:
     argv_used = sys.argv[1:] if argv is None else argv
     import torch
 
-    from ..core.models.patchdrive import ModelConfig
     from ..train.data import SceneBank, generate_scenes
     from ..train.evaluate import evaluate_model, format_table, held_out_scenes
     from ..train.trainer import TrainConfig, Trainer
@@ -189,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     from ..train.scenes import CLASSES, DOMAINS
 
+    try:
+        model_config = model_config_from_arg(args.model_config, CLASSES)
+    except (ValueError, TypeError) as exc:
+        print(f"pdn-train: {exc}", file=sys.stderr)
+        return 2
+
     domains = list(DOMAINS) if run_args["domains"] in (None, ["all"]) else run_args["domains"]
     unknown = sorted(set(domains) - set(DOMAINS))
     if unknown:
@@ -208,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     del scenes
     print(f"{len(bank)} scenes, {bank.num_objects} objects ({time.monotonic() - t0:.0f} s)")
     trainer = Trainer(
-        cfg, bank, model_config=ModelConfig(classes=CLASSES), checkpoint_path=ckpt,
+        cfg, bank, model_config=model_config, checkpoint_path=ckpt,
         run_args=run_args,
     )  # fmt: skip
     if args.resume:
