@@ -66,3 +66,40 @@ def test_build_engine_cli_says_why_without_gpu() -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3
     assert "TensorRT unavailable here" in proc.stderr and "cuda" in proc.stderr.lower()
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_training_runs_on_cuda_and_saves_a_cpu_model(tmp_path) -> None:
+    """Every stage on the GPU (batches made on the CPU, moved over), then a checkpoint and a
+    saved model that load on the CPU like any other."""
+    from pdn_perception.core.models import ModelConfig
+    from pdn_perception.core.models.io import load_model, save_model
+    from pdn_perception.train.checkpoint import load_checkpoint
+    from pdn_perception.train.data import SceneBank
+    from pdn_perception.train.scenes import make_scene
+    from pdn_perception.train.trainer import StageBudget, TrainConfig, Trainer
+
+    bank = SceneBank([make_scene(s, size=(256, 256)) for s in range(4)], 128)
+    cfg = TrainConfig(
+        saliency_input_size=128,
+        crop_size=128,
+        top_k=2,
+        saliency=StageBudget(steps=3),
+        sal_batch=2,
+        sal_window=64,
+        detector=StageBudget(steps=3),
+        det_batch=2,
+        det_crop=64,
+        joint=StageBudget(steps=2),
+        device="cuda",
+        progress=False,
+    )
+    tiny = ModelConfig(saliency_width=4, saliency_head_width=8, detector_neck_width=8)
+    trainer = Trainer(cfg, bank, model_config=tiny, checkpoint_path=tmp_path / "ck.safetensors")
+    history = trainer.run()
+    assert next(trainer.model.parameters()).is_cuda
+    assert all(np.isfinite(h["last_loss"]) for h in history.values()), history
+    assert load_checkpoint(tmp_path / "ck.safetensors").state.done == list(history)
+    out = save_model(trainer.model, tmp_path / "m.safetensors")
+    assert not next(load_model(out).parameters()).is_cuda

@@ -326,3 +326,22 @@ def test_pdn_train_rejects_a_bad_model_config_before_any_work(
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # failed before rendering scenes or writing anything
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: nothing to refuse")
+def test_pdn_train_refuses_cuda_where_there_is_none(tmp_path, capsys) -> None:
+    from pdn_perception.cli.train import main
+
+    assert main(["--device", "cuda", "--work-dir", str(tmp_path), "--no-progress"]) == 2
+    assert "no CUDA device here" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_resolve_device_names() -> None:
+    from pdn_perception.train.trainer import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for bad in ("tpu", "gpu", "mps"):
+        with pytest.raises(ValueError, match="device must be auto, cpu, cuda or cuda:N"):
+            resolve_device(bad)

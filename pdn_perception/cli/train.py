@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="torch threads (0 = all cores; 1 can be faster when other processes load the CPU)",
     )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (a CUDA GPU when present, else the CPU) | cpu | cuda | cuda:N",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -163,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..train.data import SceneBank, generate_scenes
     from ..train.evaluate import evaluate_model, format_table, held_out_scenes
-    from ..train.trainer import TrainConfig, Trainer
+    from ..train.trainer import TrainConfig, Trainer, resolve_device
 
     try:
         pipe_cfg = load_pipeline_config(args.config)
@@ -187,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         **({} if args.det_giou is None else {"det_giou_weight": args.det_giou}),
         freeze_backbone_epochs=args.freeze_backbone_epochs,
         threads=args.threads,
+        device=args.device,
         progress=not args.no_progress,
     )
     run_args = {
@@ -203,15 +209,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pdn-train: --resume: no checkpoint at {ckpt}", file=sys.stderr)
             return 2
         # The original run's settings win (output path, eval frames, budgets...); only how this
-        # process runs (threads, progress bars) comes from the new command line.
+        # process runs (threads, device, progress bars) comes from the new command line.
         run_args = load_checkpoint(ckpt).run_args
         orig = build_parser().parse_args(run_args["argv"])
         orig.threads = args.threads or orig.threads
-        orig.no_progress, orig.workers = args.no_progress, args.workers
+        orig.no_progress, orig.workers, orig.device = args.no_progress, args.workers, args.device
         args = orig
-        cfg = TrainConfig.from_dict(run_args["train_config"])
         cfg = TrainConfig.from_dict(
-            {**cfg.to_dict(), "progress": not args.no_progress, "threads": args.threads}
+            {
+                **TrainConfig.from_dict(run_args["train_config"]).to_dict(),
+                "progress": not args.no_progress,
+                "threads": args.threads,
+                "device": args.device,
+            }
         )
         print(f"resuming {ckpt} (settings of the original run: {shlex.join(run_args['argv'])})")
 
@@ -220,9 +230,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         model_config = model_config_from_arg(args.model_config, CLASSES)
+        device = resolve_device(cfg.device)
     except (ValueError, TypeError) as exc:
         print(f"pdn-train: {exc}", file=sys.stderr)
         return 2
+    print(f"training on {device}")
 
     domains = list(DOMAINS) if run_args["domains"] in (None, ["all"]) else run_args["domains"]
     unknown = sorted(set(domains) - set(DOMAINS))
@@ -251,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     history = trainer.run()
     train_s = time.monotonic() - t0
     del bank, trainer.bank
-    model = trainer.model.eval()
+    model = trainer.model.cpu().eval()  # saved and scored like any loaded model
     extra: dict[str, Any] = {
         "command": shlex.join(["pdn-train", *run_args["argv"]]),
         "seed": cfg.seed,

@@ -100,7 +100,7 @@ class SceneBank:
         for it in self.items:
             x = torch.from_numpy(it.small).permute(2, 0, 1)[None].float()  # (1, 3, h, w)
             with torch.no_grad():
-                sal = torch.sigmoid(saliency_fn(x).float())[0, 0].numpy()  # (h/4, w/4)
+                sal = torch.sigmoid(saliency_fn(x).float())[0, 0].cpu().numpy()  # (h/4, w/4)
             it.peaks, _ = select_crops(sal, it.image.shape[:2], k, crop_size)
 
 
@@ -202,8 +202,9 @@ def photometric(x: torch.Tensor, rng: np.random.Generator, strength: float = 0.1
     b = x.shape[0]
     gain = rng.uniform(1 - strength, 1 + strength, (b, 1, 1, 1))
     gain = gain * rng.uniform(1 - strength / 3, 1 + strength / 3, (b, 3, 1, 1))  # colour cast
-    gain = torch.from_numpy(gain).float()
-    bias = torch.from_numpy(rng.uniform(-100 * strength, 100 * strength, (b, 1, 1, 1))).float()
+    gain = torch.from_numpy(gain).float().to(x.device)
+    bias = rng.uniform(-100 * strength, 100 * strength, (b, 1, 1, 1))
+    bias = torch.from_numpy(bias).float().to(x.device)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     return ((x - mean) * gain + mean + bias).clamp_(0, 255)
 

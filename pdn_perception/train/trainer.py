@@ -1,4 +1,5 @@
-"""Staged PatchDrive training on CPU, as the method prescribes.
+"""Staged PatchDrive training (CPU, or a CUDA GPU for the larger detector), as the method
+prescribes.
 
 (a) ``saliency``: the global net learns the oracle object mask on downscaled frames (focal + dice);
     its backbone is frozen for the first epoch(s) so the fresh head settles before the features
@@ -108,6 +109,7 @@ class TrainConfig:
     warmup_steps: int = 30
     checkpoint_every_s: float = 60.0
     threads: int = 0  # torch threads; 0 = all cores (1 can be faster on a CPU shared with others)
+    device: str = "auto"  # auto (CUDA when present, else CPU) | cpu | cuda | cuda:N
     progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +125,28 @@ class TrainConfig:
             if isinstance(d.get(key), list):
                 d[key] = tuple(d[key])
         return cls(**d)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``TrainConfig.device`` -> torch.device; ValueError with the reason if it cannot be used.
+
+    Data (scenes, crops, targets) is always made on the CPU; only the model, its batches and the
+    losses live on the device.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: no CUDA device here (torch {torch.__version__})")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 @dataclass
@@ -155,12 +179,14 @@ class Trainer:
         self.bank = bank
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
+        self.device = resolve_device(config.device)
         self.model = model if model is not None else PatchDriveModel(model_config or ModelConfig())
-        self.model.to(memory_format=torch.channels_last)
+        self.model.to(self.device, memory_format=torch.channels_last)
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.run_args = run_args or {}
         self.state = TrainState()
-        self.bf16 = cpu_supports_bf16()
+        on_cuda = self.device.type == "cuda"
+        self.bf16 = torch.cuda.is_bf16_supported() if on_cuda else cpu_supports_bf16()
         self._resume_opt: dict[str, Any] | None = None
         tune_cpu_allocator()
         torch.set_num_threads(config.threads or max(1, os.cpu_count() or 1))
@@ -188,7 +214,11 @@ class Trainer:
 
     # -- common loop ----------------------------------------------------------------------
     def _autocast(self):
-        return torch.autocast("cpu", torch.bfloat16) if self.bf16 else nullcontext()
+        return torch.autocast(self.device.type, torch.bfloat16) if self.bf16 else nullcontext()
+
+    def _dev(self, t: torch.Tensor) -> torch.Tensor:
+        """A CPU-made batch tensor on the training device (no-op on CPU)."""
+        return t.to(self.device, non_blocking=True)
 
     def _loop(
         self,
@@ -268,10 +298,10 @@ class Trainer:
         def step(i: int) -> tuple[torch.Tensor, dict[str, float]]:
             sal.backbone.requires_grad_(i >= frozen_steps)
             b = sample_saliency_batch(self.bank, self.rng, cfg.sal_batch, cfg.sal_window)
-            x = photometric(b.images, self.rng)  # (B, 3, S, S)
+            x = photometric(self._dev(b.images), self.rng)  # (B, 3, S, S)
             with self._autocast():
                 logits = sal(x.contiguous(memory_format=torch.channels_last))  # (B, 1, S/4, S/4)
-            loss, parts = saliency_loss(logits, b.masks)
+            loss, parts = saliency_loss(logits, self._dev(b.masks))
             parts["frozen"] = float(i < frozen_steps)
             return loss, parts
 
@@ -283,7 +313,9 @@ class Trainer:
     def refresh_peaks(self) -> None:
         """Hard negatives come from where the *current* saliency net fires."""
         sal = self.model.saliency.eval()
-        self.bank.update_peaks(sal, self.config.det_peaks, self.config.det_crop)
+        self.bank.update_peaks(
+            lambda x: sal(self._dev(x)), self.config.det_peaks, self.config.det_crop
+        )
 
     def train_detector(self) -> StageResult:
         cfg = self.config
@@ -302,12 +334,11 @@ class Trainer:
                 cfg.det_mix,
                 cfg.det_scale_range,
             )
-            x = photometric(b.images, self.rng)  # (B, 3, S, S)
+            x = photometric(self._dev(b.images), self.rng)  # (B, 3, S, S)
             with self._autocast():
                 out = det(x.contiguous(memory_format=torch.channels_last))
-            return detector_loss(
-                out, b.heat, b.size, b.offset, b.reg_mask, giou_weight=cfg.det_giou_weight
-            )
+            targets = (self._dev(t) for t in (b.heat, b.size, b.offset, b.reg_mask))
+            return detector_loss(out, *targets, giou_weight=cfg.det_giou_weight)
 
         return self._loop("detector", cfg.detector, list(det.parameters()), cfg.det_lr, step)
 
@@ -328,14 +359,14 @@ class Trainer:
                 smalls.append(np.ascontiguousarray(aug.image(it.small)))
                 masks.append(np.ascontiguousarray(aug.image(it.mask)))
                 frames.append((aug.image(it.image), aug.boxes(it.boxes, hw), it.labels))
-            x = photometric(to_nchw(np.stack(smalls)), self.rng)  # (F, 3, h, w)
-            target = torch.from_numpy(np.stack(masks))[:, None]  # (F, 1, h/4, w/4)
+            x = photometric(self._dev(to_nchw(np.stack(smalls))), self.rng)  # (F, 3, h, w)
+            target = self._dev(torch.from_numpy(np.stack(masks))[:, None])  # (F, 1, h/4, w/4)
             with self._autocast():
                 logits = model.saliency(x.contiguous(memory_format=torch.channels_last))
             l_sal, parts = saliency_loss(logits, target)
             # Top-K selection is not differentiable: choose under no_grad, learn on the choice.
             with torch.no_grad():
-                prob = torch.sigmoid(logits.float())[:, 0].numpy()  # (F, h/4, w/4)
+                prob = torch.sigmoid(logits.float())[:, 0].cpu().numpy()  # (F, h/4, w/4)
             samples = []
             for f, (image, boxes, labels) in enumerate(frames):
                 sal_map = prob[f]
@@ -347,12 +378,11 @@ class Trainer:
                         detector_sample(image, boxes, labels, win, cfg.crop_size, n_cls, identity)
                     )
             b = collate_detector(samples)
-            xc = photometric(b.images, self.rng)  # (F*K, 3, S, S)
+            xc = photometric(self._dev(b.images), self.rng)  # (F*K, 3, S, S)
             with self._autocast():
                 out = model.detector(xc.contiguous(memory_format=torch.channels_last))
-            l_det, dparts = detector_loss(
-                out, b.heat, b.size, b.offset, b.reg_mask, giou_weight=cfg.det_giou_weight
-            )
+            targets = (self._dev(t) for t in (b.heat, b.size, b.offset, b.reg_mask))
+            l_det, dparts = detector_loss(out, *targets, giou_weight=cfg.det_giou_weight)
             parts.update(dparts)
             return l_det + cfg.joint_sal_weight * l_sal, parts
 
