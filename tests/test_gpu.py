@@ -70,7 +70,7 @@ def test_build_engine_cli_says_why_without_gpu() -> None:
 
 @pytest.mark.gpu
 @needs_cuda
-def test_training_runs_on_cuda_and_saves_a_cpu_model(tmp_path) -> None:
+def test_training_runs_on_cuda_and_saves_a_cpu_model(tmp_path, small_train_config) -> None:
     """Every stage on the GPU (batches made on the CPU, moved over), then a checkpoint and a
     saved model that load on the CPU like any other."""
     from pdn_perception.core.models import ModelConfig
@@ -78,22 +78,14 @@ def test_training_runs_on_cuda_and_saves_a_cpu_model(tmp_path) -> None:
     from pdn_perception.train.checkpoint import load_checkpoint
     from pdn_perception.train.data import SceneBank
     from pdn_perception.train.scenes import make_scene
-    from pdn_perception.train.trainer import StageBudget, TrainConfig, Trainer
+    from pdn_perception.train.trainer import StageBudget, Trainer
 
     bank = SceneBank([make_scene(s, size=(256, 256)) for s in range(4)], 128)
-    cfg = TrainConfig(
-        saliency_input_size=128,
-        crop_size=128,
-        top_k=2,
+    cfg = small_train_config(
         saliency=StageBudget(steps=3),
-        sal_batch=2,
-        sal_window=64,
         detector=StageBudget(steps=3),
-        det_batch=2,
-        det_crop=64,
         joint=StageBudget(steps=2),
         device="cuda",
-        progress=False,
     )
     tiny = ModelConfig(saliency_width=4, saliency_head_width=8, detector_neck_width=8)
     trainer = Trainer(cfg, bank, model_config=tiny, checkpoint_path=tmp_path / "ck.safetensors")

@@ -110,24 +110,19 @@ def test_generate_scenes_refuses_held_out_seeds() -> None:
         generate_scenes(999_999, 2)
 
 
-def test_training_smoke_losses_fall_and_checkpoint_resumes(bank: SceneBank, tmp_path) -> None:
-    cfg = TrainConfig(
+def test_training_smoke_losses_fall_and_checkpoint_resumes(
+    bank: SceneBank, tmp_path, small_train_config
+) -> None:
+    cfg = small_train_config(
         seed=1,
-        saliency_input_size=128,
-        crop_size=128,
-        top_k=2,
         saliency=StageBudget(steps=40),
         sal_batch=4,
-        sal_window=64,
         freeze_backbone_epochs=1,
         detector=StageBudget(steps=40),
         det_batch=8,
-        det_crop=64,
         det_peaks=4,
         joint=StageBudget(steps=3),
         warmup_steps=5,
-        threads=1,  # tiny convs: a second thread only adds sync cost (and stalls on a busy CPU)
-        progress=False,
     )
     ckpt = tmp_path / "ckpt.safetensors"
     trainer = Trainer(cfg, bank, model_config=TINY, checkpoint_path=ckpt)
@@ -148,17 +143,14 @@ def test_training_smoke_losses_fall_and_checkpoint_resumes(bank: SceneBank, tmp_
     assert torch.equal(again.model.detector.heat.weight, trainer.model.detector.heat.weight)
 
 
-def test_resume_mid_stage_continues_the_step_count(bank: SceneBank, tmp_path) -> None:
-    cfg = TrainConfig(
-        saliency_input_size=128,
+def test_resume_mid_stage_continues_the_step_count(
+    bank: SceneBank, tmp_path, small_train_config
+) -> None:
+    cfg = small_train_config(
         saliency=StageBudget(steps=6),
-        sal_batch=2,
-        sal_window=64,
         detector=StageBudget(),
         joint=StageBudget(),
         checkpoint_every_s=0.0,  # checkpoint after every step
-        threads=1,
-        progress=False,
     )
     ckpt = tmp_path / "ckpt.safetensors"
     Trainer(cfg, bank, model_config=TINY, checkpoint_path=ckpt).run()
