@@ -19,10 +19,13 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.config import ConfigError, load_pipeline_config
 from ..core.models.io import default_model_path, save_model
+
+if TYPE_CHECKING:
+    from ..core.models.patchdrive import ModelConfig
 
 STAGE_SHARE = {"saliency": 0.18, "detector": 0.59, "joint": 0.23}  # of --minutes
 STAGE_FLAGS = (("saliency", "sal"), ("detector", "det"), ("joint", "joint"))
@@ -117,9 +120,9 @@ def _stage_budgets(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def model_config_from_arg(spec: str, classes: tuple[str, ...]) -> Any:
+def model_config_from_arg(spec: str, classes: tuple[str, ...]) -> ModelConfig:
     """``--model-config`` -> ModelConfig for ``classes``; ValueError says what is wrong."""
-    from ..core.models.patchdrive import ModelConfig
+    from ..core.models.patchdrive import ModelConfig  # here: it imports torch
 
     if spec == "default":
         return ModelConfig(classes=classes)
