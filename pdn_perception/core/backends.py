@@ -216,10 +216,10 @@ def cxx_compiler() -> str | None:
 class CompileBackend:
     """torch.compile (inductor). On CPU: weights frozen into the graph, so convolutions run as
     oneDNN kernels with bias, ReLU and residual adds fused in, and the input normalisation is one
-    fused pass. On the 2-core development CPU: 0-10 % faster than eager for the pipeline alone,
-    but in the node, sharing the cores with frame reception, median latency 79-129 ms against
-    132-194 ms eager (fewer passes over memory, fewer thread barriers). On CUDA: CUDA graphs
-    (reduce-overhead).
+    fused pass. On the 2-core development CPU it is 0-10 % faster than eager for the pipeline
+    alone and gains more in the node, where the cores are shared with frame reception (fewer
+    passes over memory, fewer thread barriers; measured figures: README, "Speed"). On CUDA:
+    CUDA graphs (reduce-overhead).
 
     Shapes are static (``dynamic=False``): each new batch size (a new ``top_k``) or frame aspect
     ratio compiles once, a few seconds, then stays cached for the process (and on disk in
