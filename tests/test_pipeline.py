@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from pdn_perception.core import FrameError, Pipeline, PipelineConfig, Result
 from pdn_perception.core.backends import BackendUnavailable, resolve
 from pdn_perception.core.models import ModelLoadError, load_model, save_model
-from pdn_perception.core.models.patchdrive import PatchDriveModel
+from pdn_perception.core.models.patchdrive import ModelConfig, PatchDriveModel
 
 
 def _check_result(r: Result, frame_hw: tuple[int, int], n_crops: int | None) -> None:
@@ -52,6 +53,16 @@ def test_every_mode_returns_well_formed_result(
     assert r.mode == mode
     if mode != "global":
         assert sum(r.batch_sizes) == n_crops, "every crop went through the detector"
+
+
+@pytest.mark.parametrize("mode", ["topk", "tiles", "global"])
+def test_a_stride_2_detector_gives_frame_boxes_in_every_mode(frame: np.ndarray, mode: str) -> None:
+    torch.manual_seed(0)
+    model = PatchDriveModel(ModelConfig(detector_stride=2, detector_fine_width=8)).eval()
+    cfg = PipelineConfig(mode=mode, score_threshold=0.0, backend="cpu")
+    r = Pipeline(cfg, model=model)(frame)
+    _check_result(r, (2048, 2048), {"topk": 4, "tiles": 16, "global": 0}[mode])
+    assert len(r.boxes) > 0  # every peak is kept at threshold 0
 
 
 @pytest.mark.parametrize("shape", [(1080, 1920, 3), (480, 640, 3), (480, 640), (300, 200, 1)])

@@ -3,6 +3,7 @@ scene generator's look (only its geometric ``oracle_mask`` is used)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -63,21 +64,48 @@ def bank() -> SceneBank:
     return SceneBank([toy_scene(i) for i in range(6)], 128, mask_fn=_oracle_mask)
 
 
-def test_centernet_targets_decode_back_to_the_boxes() -> None:
+@pytest.mark.parametrize("stride", [4, 2])
+def test_centernet_targets_decode_back_to_the_boxes(stride: int) -> None:
     boxes = np.array([[10.3, 20.7, 18.1, 26.2], [100, 100, 148, 130], [200, 50, 207, 60]])
     labels = np.array([0, 2, 1])
+    n = 256 // stride
     for aug in (Dihedral(), Dihedral(True, True, False), Dihedral(False, True, True)):
         b = aug.boxes(boxes.astype(np.float32), (256, 256))
-        t = centernet_targets(b, labels, (64, 64), 3)
-        heat = torch.from_numpy(t.heat)[None].clamp(1e-4, 1 - 1e-4)  # (1, 3, 64, 64)
-        out = decode(
-            heat.logit(), torch.from_numpy(t.size)[None], torch.from_numpy(t.offset)[None], 4, 3
-        )
+        t = centernet_targets(b, labels, (n, n), 3, stride)
+        heat = torch.from_numpy(t.heat)[None].clamp(1e-4, 1 - 1e-4)  # (1, 3, n, n)
+        size, off = torch.from_numpy(t.size)[None], torch.from_numpy(t.offset)[None]
+        out = decode(heat.logit(), size, off, stride, 3)
         got = out[0][0].numpy()  # (3, 4)
         order = np.lexsort((got[:, 1], got[:, 0]))
         want = b[np.lexsort((b[:, 1], b[:, 0]))]
         np.testing.assert_allclose(got[order], want, atol=1e-3)
         assert (t.reg_mask == 1).sum() == 3 and (t.reg_mask > 0).sum() == 27
+
+
+def test_box_fraction_stretches_heat_and_regression_along_a_long_box() -> None:
+    boat = np.array([[20, 40, 60, 52]], np.float32)  # 40x12 px: 10x3 cells
+    plain = centernet_targets(boat, np.array([0]), (32, 32), 1)
+    long = centernet_targets(boat, np.array([0]), (32, 32), 1, box_fraction=0.54)
+    cy, cx = 11, 10  # the centre cell (46 / 4, 40 / 4)
+    assert plain.heat[0, cy, cx] == long.heat[0, cy, cx] == 1.0
+    # Soft negatives two cells along the hull, none across it beyond the CenterNet radius.
+    assert plain.heat[0, cy, cx + 2] == 0.0 < long.heat[0, cy, cx + 2]
+    assert long.heat[0, cy + 2, cx] == plain.heat[0, cy + 2, cx] == 0.0
+    # Regression reaches two cells along the hull; every cell decodes the whole box.
+    assert plain.reg_mask[cy, cx + 2] == 0.0 < long.reg_mask[cy, cx + 2] < 1.0
+    ys, xs = np.nonzero(long.reg_mask)
+    for y, x in zip(ys, xs):
+        centre = (np.array([x, y]) + long.offset[:, y, x]) * 4
+        wh = np.exp(long.size[:, y, x]) * 4
+        np.testing.assert_allclose([*(centre - wh / 2), *(centre + wh / 2)], boat[0], atol=1e-3)
+    # An object's regression weights never outweigh a 3x3 one (plus its full-weight centre).
+    assert long.reg_mask.sum() <= plain.reg_mask.sum() + 1.0
+    # Small boxes (2-3 cells) keep exactly the 3x3 targets.
+    car = np.array([[100, 100, 109, 111]], np.float32)
+    a = centernet_targets(car, np.array([0]), (64, 64), 1)
+    b = centernet_targets(car, np.array([0]), (64, 64), 1, box_fraction=0.54)
+    for x, y in zip(a.__dict__.values(), b.__dict__.values()):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_dihedral_boxes_follow_the_pixels() -> None:
@@ -105,13 +133,26 @@ def test_batches_have_the_documented_shapes(bank: SceneBank) -> None:
     assert float(d.heat.max()) == 1.0  # object crops are in the mix
 
 
+def test_stride_2_detector_trains_and_decodes_at_its_stride(bank: SceneBank) -> None:
+    cfg = dataclasses.replace(TINY, detector_stride=2, detector_fine_width=4)
+    det = PatchDriveModel(cfg).detector
+    assert det.stride == 2
+    heat, size, off = det(torch.zeros(2, 3, 64, 64))
+    assert heat.shape == (2, 2, 32, 32) and size.shape == off.shape == (2, 2, 32, 32)
+    d = sample_detector_batch(bank, np.random.default_rng(0), 3, 64, 2, stride=2)
+    assert d.heat.shape == (3, 2, 32, 32) and d.reg_mask.shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="stride must be 2 or 4"):
+        dataclasses.replace(TINY, detector_stride=8)
+
+
 def test_generate_scenes_refuses_held_out_seeds() -> None:
     with pytest.raises(ValueError, match="held-out"):
         generate_scenes(999_999, 2)
 
 
+@pytest.mark.parametrize("stride", [4, 2])
 def test_training_smoke_losses_fall_and_checkpoint_resumes(
-    bank: SceneBank, tmp_path, small_train_config
+    bank: SceneBank, tmp_path, small_train_config, stride: int
 ) -> None:
     cfg = small_train_config(
         seed=1,
@@ -125,7 +166,8 @@ def test_training_smoke_losses_fall_and_checkpoint_resumes(
         warmup_steps=5,
     )
     ckpt = tmp_path / "ckpt.safetensors"
-    trainer = Trainer(cfg, bank, model_config=TINY, checkpoint_path=ckpt)
+    tiny = dataclasses.replace(TINY, detector_stride=stride, detector_fine_width=8)
+    trainer = Trainer(cfg, bank, model_config=tiny, checkpoint_path=ckpt)
     history = trainer.run()
     for stage in ("saliency", "detector"):
         assert history[stage]["last_loss"] < 0.8 * history[stage]["first_loss"], history
@@ -137,7 +179,7 @@ def test_training_smoke_losses_fall_and_checkpoint_resumes(
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(ck.model.state_dict()[k], v), k
     # A resumed run with everything done trains nothing and keeps the weights.
-    again = Trainer(cfg, bank, model_config=TINY, checkpoint_path=ckpt)
+    again = Trainer(cfg, bank, model_config=tiny, checkpoint_path=ckpt)
     again.resume_from(ckpt)
     assert again.run() == history
     assert torch.equal(again.model.detector.heat.weight, trainer.model.detector.heat.weight)

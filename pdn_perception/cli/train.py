@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of the GIoU box loss in the detector and joint stages (default 1.0)",
     )
     p.add_argument(
+        "--det-box-fraction",
+        type=float,
+        default=None,
+        help="heat and box-regression area as a fraction of each box (TTFNet); 0 = 3x3 cells",
+    )
+    p.add_argument(
         "--config", default=None, help="pipeline YAML (saliency_input_size, crop_size, top_k)"
     )
     p.add_argument("--work-dir", default="runs/train", help="checkpoints go here (not in git)")
@@ -193,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         det_batch=args.det_batch,
         det_crop=args.det_crop,
         **({} if args.det_giou is None else {"det_giou_weight": args.det_giou}),
+        **({} if args.det_box_fraction is None else {"det_box_fraction": args.det_box_fraction}),
         freeze_backbone_epochs=args.freeze_backbone_epochs,
         threads=args.threads,
         device=args.device,

@@ -298,12 +298,14 @@ def detector_sample(
     aug: Dihedral,
     stride: int = 4,
     src: int | None = None,
+    box_fraction: float = 0.0,
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """One crop and its CenterNet targets (after the dihedral augmentation).
 
     ``win`` is crop² (smaller only in frames smaller than the crop: zero-padded, as the pipeline
     does). With ``src`` set, ``win`` is src² and is resized to crop², boxes with it: a scale
     augmentation, so the detector sees each object at more sizes than the scenes draw it.
+    ``box_fraction`` is passed to ``centernet_targets``.
     """
     scaled = src is not None and src != crop
     src = src if scaled else crop
@@ -315,7 +317,8 @@ def detector_sample(
         b = b * np.float32(crop / src)
     img = np.ascontiguousarray(aug.image(img))
     b = aug.boxes(b, (crop, crop))
-    t = centernet_targets(b, lab, (crop // stride, crop // stride), num_classes, stride)
+    out_hw = (crop // stride, crop // stride)
+    t = centernet_targets(b, lab, out_hw, num_classes, stride, box_fraction=box_fraction)
     return img, (t.heat, t.size, t.offset, t.reg_mask)
 
 
@@ -349,13 +352,16 @@ def sample_detector_batch(
     num_classes: int,
     mix: tuple[float, float, float] = (0.6, 0.25, 0.15),
     scale_range: tuple[float, float] = (1.0, 1.0),
+    box_fraction: float = 0.0,
+    stride: int = 4,
 ) -> DetectorBatch:
     """Crops with a (objects, saliency peaks, random background) mix.
 
     Object crops teach the detector what to find; peak crops are where the trained saliency net
     fires — including distractors it confuses with objects — so the detector learns to reject
     them; random crops cover plain background. Each crop is zoomed by a log-uniform factor in
-    ``scale_range`` (a window of crop / factor pixels resized to crop²).
+    ``scale_range`` (a window of crop / factor pixels resized to crop²). ``stride`` is the
+    detector's output stride (targets are built at crop / stride).
     """
     p = np.asarray(mix, np.float64) / sum(mix)
     log_lo, log_hi = np.log(scale_range[0]), np.log(scale_range[1])
@@ -388,7 +394,9 @@ def sample_detector_batch(
                 out_crop,
                 num_classes,
                 Dihedral.random(rng),
+                stride=stride,
                 src=crop,
+                box_fraction=box_fraction,
             )
         )
     return collate_detector(samples)

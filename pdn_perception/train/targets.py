@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: Total regression weight of one object with the default 3x3 area (1 + 4 e^-0.5 + 4 e^-1).
+_REG_TOTAL = 1.0 + 4 * math.exp(-0.5) + 4 * math.exp(-1.0)
+
 
 @dataclass(frozen=True)
 class CropTargets:
@@ -42,18 +45,25 @@ def gaussian_radius(box_h: float, box_w: float, min_overlap: float = 0.7) -> flo
     return min(r1, r2, r3)
 
 
-def draw_gaussian(heat: np.ndarray, cx: int, cy: int, radius: int) -> None:
-    """Max-splat a gaussian (sigma = diameter / 6) into heat (h, w), in place."""
+def draw_gaussian(
+    heat: np.ndarray, cx: int, cy: int, radius: int, radius_y: int | None = None
+) -> None:
+    """Max-splat a gaussian (sigma = diameter / 6 per axis) into heat (h, w), in place.
+
+    ``radius_y`` None gives the round CenterNet gaussian; otherwise ``radius`` is along x.
+    """
     h, w = heat.shape
-    sigma = (2 * radius + 1) / 6.0
-    ys = np.arange(-radius, radius + 1, dtype=np.float32)
-    g = np.exp(-(ys[:, None] ** 2 + ys[None, :] ** 2) / (2 * sigma * sigma))  # (2r+1, 2r+1)
-    left, right = min(cx, radius), min(w - cx, radius + 1)
-    top, bottom = min(cy, radius), min(h - cy, radius + 1)
+    rx, ry = radius, radius if radius_y is None else radius_y
+    sx, sy = (2 * rx + 1) / 6.0, (2 * ry + 1) / 6.0
+    xs = np.arange(-rx, rx + 1, dtype=np.float32)
+    ys = np.arange(-ry, ry + 1, dtype=np.float32)
+    g = np.exp(-(ys[:, None] ** 2) / (2 * sy * sy) - xs[None, :] ** 2 / (2 * sx * sx))
+    left, right = min(cx, rx), min(w - cx, rx + 1)
+    top, bottom = min(cy, ry), min(h - cy, ry + 1)
     if left + right <= 0 or top + bottom <= 0:
         return
     region = heat[cy - top : cy + bottom, cx - left : cx + right]
-    patch = g[radius - top : radius + bottom, radius - left : radius + right]
+    patch = g[ry - top : ry + bottom, rx - left : rx + right]  # (2ry+1, 2rx+1) window
     np.maximum(region, patch, out=region)
 
 
@@ -65,6 +75,7 @@ def centernet_targets(
     stride: int = 4,
     min_radius: int = 1,
     reg_radius: int = 1,
+    box_fraction: float = 0.0,
 ) -> CropTargets:
     """Targets for boxes (N, 4) x1y1x2y2 in crop pixels, labels (N,) class indices.
 
@@ -77,6 +88,13 @@ def centernet_targets(
     peak that lands one cell off — common for 6-10 px objects — still decodes the right box, and
     every object gives 9 regression samples instead of 1 (faster to train). ``reg_mask`` holds
     the per-cell weight (1 at the centre, gaussian-decaying around it; the nearer object wins).
+
+    ``box_fraction`` > 0 (TTFNet's alpha/beta) stretches both areas with the box: the heat
+    gaussian and the regression area reach ``box_fraction`` of the half-width and half-height
+    (never less than the radii above). A 40x10 px boat then has soft negatives along its length
+    instead of hard ones, and a peak two cells from its centre still decodes the whole hull, not
+    the part it sees. Each object's regression weights are rescaled to the 3x3 total, so large
+    objects do not outweigh small ones.
     """
     h, w = out_hw
     heat = np.zeros((num_classes, h, w), np.float32)
@@ -92,14 +110,29 @@ def centernet_targets(
         if not (0 <= ix < w and 0 <= iy < h):
             continue
         radius = max(min_radius, int(gaussian_radius(bh, bw)))
-        draw_gaussian(heat[int(lab)], ix, iy, radius)
+        rx = ry = radius
+        gx = gy = reg_radius
+        if box_fraction > 0:
+            rx = max(radius, int(box_fraction * bw / 2))
+            ry = max(radius, int(box_fraction * bh / 2))
+            gx = max(reg_radius, int(box_fraction * bw / 2))
+            gy = max(reg_radius, int(box_fraction * bh / 2))
+        draw_gaussian(heat[int(lab)], ix, iy, rx, ry)
         log_wh = (math.log(bw), math.log(bh))
-        for jy in range(max(0, iy - reg_radius), min(h, iy + reg_radius + 1)):
-            for jx in range(max(0, ix - reg_radius), min(w, ix + reg_radius + 1)):
-                weight = math.exp(-((jx - ix) ** 2 + (jy - iy) ** 2) / 2.0)
-                if weight <= reg_mask[jy, jx]:
-                    continue  # a nearer object owns this cell
+        # sigma 1 cell for the 3x3 default, growing with the area for large boxes
+        sx, sy = max(1.0, gx / 2), max(1.0, gy / 2)
+        ys = np.arange(max(0, iy - gy), min(h, iy + gy + 1))
+        xs = np.arange(max(0, ix - gx), min(w, ix + gx + 1))
+        wgt = np.exp(
+            -((xs[None, :] - ix) ** 2) / (2 * sx * sx) - ((ys[:, None] - iy) ** 2) / (2 * sy * sy)
+        )  # (len(ys), len(xs))
+        wgt *= _REG_TOTAL / max(float(wgt.sum()), _REG_TOTAL)  # no object outweighs a 3x3 one
+        wgt[iy - ys[0], ix - xs[0]] = 1.0  # the centre cell always has full weight
+        for a, jy in enumerate(ys):
+            for b, jx in enumerate(xs):
+                if wgt[a, b] <= reg_mask[jy, jx]:
+                    continue  # a nearer (or smaller) object owns this cell
                 size[:, jy, jx] = log_wh
                 offset[:, jy, jx] = (cx - jx, cy - jy)
-                reg_mask[jy, jx] = weight
+                reg_mask[jy, jx] = wgt[a, b]
     return CropTargets(heat, size, offset, reg_mask)

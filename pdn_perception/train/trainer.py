@@ -98,6 +98,7 @@ class TrainConfig:
     det_peaks: int = 8  # saliency peaks per scene used as hard-negative centres
     det_scale_range: tuple[float, float] = (0.8, 1.25)  # zoom augmentation of detector crops
     det_giou_weight: float = 1.0  # GIoU on decoded boxes beside the L1 terms (0 = off)
+    det_box_fraction: float = 0.0  # heat/regression area as a fraction of the box (0 = 3x3)
     # (c) joint
     joint: StageBudget = field(default_factory=lambda: StageBudget(steps=400))
     joint_frames: int = 1
@@ -111,6 +112,12 @@ class TrainConfig:
     threads: int = 0  # torch threads; 0 = all cores (1 can be faster on a CPU shared with others)
     device: str = "auto"  # auto (CUDA when present, else CPU) | cpu | cuda | cuda:N
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.det_box_fraction <= 1.0:
+            raise ValueError(f"det_box_fraction must be in [0, 1], got {self.det_box_fraction}")
+        if self.det_giou_weight < 0:
+            raise ValueError(f"det_giou_weight must be >= 0, got {self.det_giou_weight}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -333,6 +340,8 @@ class Trainer:
                 n_cls,
                 cfg.det_mix,
                 cfg.det_scale_range,
+                cfg.det_box_fraction,
+                det.stride,
             )
             x = photometric(self._dev(b.images), self.rng)  # (B, 3, S, S)
             with self._autocast():
@@ -375,7 +384,17 @@ class Trainer:
                 crops, _ = select_crops(sal_map, image.shape[:2], cfg.top_k, cfg.crop_size)
                 for win in crops:
                     samples.append(
-                        detector_sample(image, boxes, labels, win, cfg.crop_size, n_cls, identity)
+                        detector_sample(
+                            image,
+                            boxes,
+                            labels,
+                            win,
+                            cfg.crop_size,
+                            n_cls,
+                            identity,
+                            stride=model.detector.stride,
+                            box_fraction=cfg.det_box_fraction,
+                        )
                     )
             b = collate_detector(samples)
             xc = photometric(self._dev(b.images), self.rng)  # (F*K, 3, S, S)

@@ -24,6 +24,8 @@ class ModelConfig:
     detector_widths: tuple[int, int, int, int] = (24, 24, 48, 96)
     detector_depths: tuple[int, int, int] = (1, 1, 1)
     detector_neck_width: int = 24
+    detector_stride: int = 4  # output stride of the heads: 4, or 2 (adds an FPN P2 level)
+    detector_fine_width: int = 16  # width of the stride-2 level (detector_stride 2 only)
 
     def __post_init__(self) -> None:
         if not self.classes or not all(isinstance(c, str) and c for c in self.classes):
@@ -38,7 +40,12 @@ class ModelConfig:
             *self.detector_widths,
             *self.detector_depths,
             self.detector_neck_width,
+            self.detector_fine_width,
         )
+        if self.detector_stride not in (2, 4):
+            raise ValueError(
+                f"ModelConfig.detector_stride must be 2 or 4, got {self.detector_stride}"
+            )
         if not all(isinstance(v, int) and v >= 1 for v in sizes):
             raise ValueError(f"ModelConfig widths and depths must be integers >= 1: {self}")
 
@@ -79,6 +86,8 @@ class PatchDriveModel(nn.Module):
             config.detector_widths,
             config.detector_depths,
             config.detector_neck_width,
+            config.detector_stride,
+            config.detector_fine_width,
         )
 
     @property
