@@ -312,6 +312,21 @@ def test_local_max_matches_max_pool_on_ties_borders_and_channels_last() -> None:
         assert torch.equal(local_max_3x3(x), F.max_pool2d(x, 3, 1, 1))
 
 
+def test_decode_keeps_both_of_two_objects_in_adjacent_cells() -> None:
+    """Cars parked side by side: centres one stride-4 cell apart. The 3x3 peak search keeps only
+    the stronger; the centred-cell rule keeps the other too, from its own offset and size."""
+    boxes = np.array([[39, 40, 44, 50], [44.5, 40, 49.5, 50]], np.float32)  # cells 10 and 11
+    t = centernet_targets(boxes, np.array([0, 0]), (32, 32), 1)
+    heat = torch.from_numpy(t.heat)[None].clamp(1e-4, 1 - 1e-4).logit()  # (1, 1, 32, 32)
+    heat[0, 0, 11, 10] += 0.5  # the left car's peak is the stronger one
+    size, off = torch.from_numpy(t.size)[None], torch.from_numpy(t.offset)[None]
+    for centred, found in ((False, 1), (True, 2)):
+        b, s, _ = decode(heat, size, off, 4, 10, centred_cells=centred)
+        kept = b[0][s[0] > 0.5].numpy()
+        assert len(kept) == found
+        np.testing.assert_allclose(kept, boxes[:found], atol=1e-4)
+
+
 TINY_FIELDS = {
     "saliency_width": 4,
     "saliency_head_width": 8,

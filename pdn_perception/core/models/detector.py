@@ -107,16 +107,27 @@ def decode(
     offset: torch.Tensor,
     stride: int,
     max_per_image: int = 100,
+    centred_cells: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """CenterNet decoding: local maxima of the heat map -> boxes in input pixels.
 
     heat (B, C, h, w) logits; size (B, 2, h, w) log of box (w, h) in stride units; offset
     (B, 2, h, w) sub-cell centre offset. Returns boxes (B, M, 4) x1y1x2y2, scores (B, M),
     labels (B, M), M = min(max_per_image, C*h*w), sorted by score.
+
+    ``centred_cells`` also keeps every cell whose own offset puts its object's centre inside that
+    cell (offset in [0, 1)², which training asks of the centre cell alone; its neighbours point
+    one cell away). Two cars parked side by side have centres in adjacent cells, where the 3x3
+    peak search keeps only the stronger; this keeps both. Duplicates it adds are removed by the
+    pipeline's NMS, since each one decodes the same box.
     """
     b, c, h, w = heat.shape
     prob = heat.float().sigmoid().contiguous()
-    peaks = prob * (local_max_3x3(prob) == prob)  # (B, C, h, w)
+    keep = local_max_3x3(prob) == prob  # (B, C, h, w)
+    if centred_cells:
+        off = offset.float()
+        keep = keep | ((off >= 0) & (off < 1)).all(dim=1, keepdim=True)  # (B, C, h, w)
+    peaks = prob * keep  # (B, C, h, w)
     m = min(max_per_image, c * h * w)
     scores, idx = peaks.reshape(b, -1).topk(m, dim=1)  # (B, M)
     labels = idx // (h * w)
