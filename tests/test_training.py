@@ -327,6 +327,28 @@ def test_decode_keeps_both_of_two_objects_in_adjacent_cells() -> None:
         np.testing.assert_allclose(kept, boxes[:found], atol=1e-4)
 
 
+def test_joint_stage_keeps_batchnorm_statistics(bank: SceneBank) -> None:
+    """The joint batch is one frame's crops; its statistics must not replace the running ones
+    (they drift towards the last domain seen). The weights themselves still learn."""
+    cfg = TrainConfig(
+        saliency=StageBudget(steps=0),
+        detector=StageBudget(steps=0),
+        joint=StageBudget(steps=3),
+        crop_size=64,
+        saliency_input_size=128,
+        top_k=2,
+        progress=False,
+    )
+    tr = Trainer(cfg, bank, model_config=TINY)
+    bn = [m for m in tr.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    stats = [(m.running_mean.clone(), m.running_var.clone()) for m in bn]
+    weights = [p.detach().clone() for p in tr.model.parameters()]
+    tr.train_joint()
+    for m, (mean, var) in zip(bn, stats):
+        assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var)
+    assert any(not torch.equal(p, w) for p, w in zip(tr.model.parameters(), weights))
+
+
 TINY_FIELDS = {
     "saliency_width": 4,
     "saliency_head_width": 8,

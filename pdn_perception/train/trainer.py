@@ -10,7 +10,8 @@ prescribes.
 (c) ``joint``: IPS-style fine-tuning — the model's own top-K selection runs under no_grad on the
     predicted saliency, gradients flow through the detector on exactly the crops it picked (at the
     inference crop size), plus the saliency loss. An optional perturbation of the saliency before
-    selection explores crops the net does not yet rank first.
+    selection explores crops the net does not yet rank first. BatchNorm statistics stay frozen
+    here: one frame's crops are too few and too alike to estimate them.
 
 Each stage has a step and/or minute budget; a checkpoint is written every minute and at each
 stage end, and ``resume=True`` continues from it.
@@ -154,6 +155,19 @@ def resolve_device(name: str) -> torch.device:
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
     return dev
+
+
+def freeze_batchnorm(module: torch.nn.Module) -> None:
+    """Put every BatchNorm of ``module`` in eval mode: running statistics stay as they are, the
+    affine weights still learn.
+
+    The joint stage's batch is the K crops of one frame, so a single scene of a single domain.
+    Statistics updated from such batches drift towards whichever domain came last: measured
+    here, the joint stage with live statistics cut aerial AP@0.5 from 0.65 to 0.43.
+    """
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
 
 
 @dataclass
@@ -356,6 +370,7 @@ class Trainer:
         cfg = self.config
         model = self.model
         model.train()
+        freeze_batchnorm(model)
         n_cls = len(model.classes)
         identity = Dihedral()
 
