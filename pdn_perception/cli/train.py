@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--det-box-fraction",
         type=float,
         default=None,
-        help="heat and box-regression area as a fraction of each box (TTFNet); 0 = 3x3 cells",
+        help="heat and box-regression area as a fraction of each box (TTFNet; default 0.5); "
+        "0 = 3x3 cells",
     )
     p.add_argument(
         "--config", default=None, help="pipeline YAML (saliency_input_size, crop_size, top_k)"

@@ -99,7 +99,7 @@ class TrainConfig:
     det_peaks: int = 8  # saliency peaks per scene used as hard-negative centres
     det_scale_range: tuple[float, float] = (0.8, 1.25)  # zoom augmentation of detector crops
     det_giou_weight: float = 1.0  # GIoU on decoded boxes beside the L1 terms (0 = off)
-    det_box_fraction: float = 0.0  # heat/regression area as a fraction of the box (0 = 3x3)
+    det_box_fraction: float = 0.5  # heat/regression area as a fraction of the box (0 = 3x3)
     # (c) joint
     joint: StageBudget = field(default_factory=lambda: StageBudget(steps=400))
     joint_frames: int = 1
