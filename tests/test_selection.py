@@ -43,8 +43,9 @@ def test_planted_peaks_give_expected_crops() -> None:
         assert b[0] <= px < b[2] and b[1] <= py < b[3], "each peak lies inside its crop"
 
 
-def test_exactly_k_distinct_crops_even_when_map_is_flat() -> None:
-    boxes, _ = select_crops(np.zeros((128, 128)), (2048, 2048), k=8, crop_size=512)
+@pytest.mark.parametrize("strategy", ["peak", "coverage"])
+def test_exactly_k_distinct_crops_even_when_map_is_flat(strategy: str) -> None:
+    boxes, _ = select_crops(np.zeros((128, 128)), (2048, 2048), 8, 512, strategy=strategy)
     assert len(boxes) == 8
     assert len({tuple(b) for b in boxes}) == 8
     for i in range(8):
@@ -74,6 +75,25 @@ def test_border_clamping_keeps_crops_inside_and_distinct() -> None:
     assert boxes[1].tolist() == [0, 0, 512, 512]
 
 
+def test_coverage_prefers_a_cluster_to_one_isolated_hot_cell() -> None:
+    # One 0.95 cell alone; six 0.6 cells within one crop's reach elsewhere.
+    cluster = [
+        (90 + dy, 30 + dx, 0.6) for dy, dx in [(0, 0), (3, 4), (8, 1), (12, 9), (5, 14), (1, 20)]
+    ]
+    sal = _map_with_peaks((128, 128), [(20, 100, 0.95), *cluster])
+    peak, _ = select_crops(sal, (2048, 2048), 1, 512, strategy="peak")
+    cover, _ = select_crops(sal, (2048, 2048), 2, 512, strategy="coverage")
+    inside = lambda b, y, x: b[0] <= (x + 0.5) * 16 < b[2] and b[1] <= (y + 0.5) * 16 < b[3]  # noqa: E731
+    assert inside(peak[0], 20, 100)
+    assert all(inside(cover[0], y, x) for y, x, _ in cluster), "the first crop holds the cluster"
+    assert inside(cover[1], 20, 100), "then the mass not yet covered: the isolated cell"
+    # Background below the floor never outweighs an object, however much of it there is.
+    sal_bg = sal + np.float32(0.3)
+    assert select_crops(sal_bg, (2048, 2048), 2, 512, strategy="coverage")[0].tolist() == (
+        cover.tolist()
+    )
+
+
 def test_k1_returns_the_global_maximum() -> None:
     sal = np.random.default_rng(0).random((64, 96))
     boxes, scores = select_crops(sal, (1080, 1920), k=1, crop_size=512)
@@ -92,11 +112,12 @@ def test_k_larger_than_frame_allows_gives_fewer() -> None:
     assert boxes.tolist() == [[0, 0, 200, 100]]
 
 
+@pytest.mark.parametrize("strategy", ["peak", "coverage"])
 @pytest.mark.parametrize("frame_hw", [(1080, 1920), (2048, 2048), (480, 640), (3000, 1000)])
-def test_crops_always_inside_frame_and_full_size(frame_hw: tuple[int, int]) -> None:
+def test_crops_always_inside_frame_and_full_size(frame_hw: tuple[int, int], strategy: str) -> None:
     rng = np.random.default_rng(2)
     sal = rng.random((frame_hw[0] // 16, frame_hw[1] // 16))
-    boxes, _ = select_crops(sal, frame_hw, k=6, crop_size=512)
+    boxes, _ = select_crops(sal, frame_hw, 6, 512, strategy=strategy)
     h, w = frame_hw
     assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
     assert (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
@@ -125,6 +146,8 @@ def test_bad_arguments_raise_clear_errors() -> None:
         select_crops(np.zeros((4, 4)), (64, 64), 0, 32)
     with pytest.raises(ValueError, match="2-D"):
         select_crops(np.zeros(4), (64, 64), 1, 32)
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        select_crops(np.zeros((4, 4)), (64, 64), 1, 32, strategy="densest")
 
 
 def test_tiles_cover_frame_like_sahi() -> None:

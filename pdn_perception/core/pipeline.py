@@ -239,7 +239,12 @@ class Pipeline:
         else:
             if cfg.mode == "topk":
                 crop_boxes, _ = select_crops(
-                    saliency, (fh, fw), cfg.top_k, cfg.crop_size, cfg.crop_min_separation
+                    saliency,
+                    (fh, fw),
+                    cfg.top_k,
+                    cfg.crop_size,
+                    cfg.crop_min_separation,
+                    cfg.crop_selection,
                 )
             else:
                 crop_boxes = tile_boxes((fh, fw), cfg.crop_size, cfg.tile_overlap)

@@ -10,6 +10,11 @@ import math
 
 import numpy as np
 
+SELECTION_STRATEGIES: tuple[str, ...] = ("peak", "coverage")
+#: Saliency below this is background to the ``coverage`` strategy (it would otherwise add up:
+#: a 512² crop spans 1024 cells of a 2048² frame's 128² map).
+COVERAGE_FLOOR = 0.35
+
 
 def crop_extent(frame_hw: tuple[int, int], crop_size: int) -> tuple[int, int]:
     """Crop (height, width): crop_size, or the whole frame side when the frame is smaller."""
@@ -22,6 +27,17 @@ def _clamped_centres(n_cells: int, scale: float, frame_len: int, crop_len: int) 
     centres = (np.arange(n_cells, dtype=np.float64) + 0.5) * scale
     half = crop_len / 2.0
     return np.clip(centres, half, frame_len - half)
+
+
+def _window_cells(
+    centres: np.ndarray, crop_len: int, frame_len: int, cells_per_px: float, n: int
+) -> np.ndarray:
+    """First and end (exclusive) saliency cell whose centre lies in the crop that ``_box_at``
+    places at each centre: (2, len)."""
+    start = np.clip(np.round(centres - crop_len / 2.0), 0, frame_len - crop_len)
+    lo = np.ceil(start * cells_per_px - 0.5).astype(np.int64)
+    hi = np.ceil((start + crop_len) * cells_per_px - 0.5).astype(np.int64)
+    return np.stack([np.clip(lo, 0, n), np.clip(hi, 0, n)])
 
 
 def _box_at(
@@ -39,15 +55,24 @@ def select_crops(
     k: int,
     crop_size: int,
     min_separation: float = 0.5,
+    strategy: str = "peak",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-K peak selection with suppression -> K distinct full-resolution crop boxes.
 
-    saliency (h, w) float, any scale, covering the whole frame. Peaks are picked greedily; after
+    saliency (h, w) float, any scale, covering the whole frame. Crops are picked greedily; after
     each pick every cell whose *clamped* crop centre lies within ``min_separation * crop_size``
     (per axis) of the chosen crop's centre is suppressed, so crops never duplicate each other even
-    at the borders. Returns boxes (K', 4) int64 and their peak scores (K',), K' = K unless the
-    frame cannot hold K crops that far apart. Ties break on the lowest flat index (deterministic).
+    at the borders. Returns boxes (K', 4) int64 and the saliency at their centre cells (K',),
+    K' = K unless the frame cannot hold K crops that far apart. Ties break on the lowest flat
+    index (deterministic).
+
+    ``strategy`` ``peak`` centres each crop on the hottest remaining cell. ``coverage`` places it
+    where the most saliency mass (cells >= ``COVERAGE_FLOOR``) not yet inside a chosen crop lies:
+    a cluster of ten objects outranks one isolated hot cell (greedy maximum coverage). Where no
+    mass is left it falls back to the peak order.
     """
+    if strategy not in SELECTION_STRATEGIES:
+        raise ValueError(f"strategy must be one of {SELECTION_STRATEGIES}, got {strategy!r}")
     if saliency.ndim != 2 or saliency.size == 0:
         raise ValueError(f"saliency must be a non-empty 2-D map, got shape {saliency.shape}")
     if k < 1:
@@ -63,12 +88,27 @@ def select_crops(
     work = np.asarray(saliency, dtype=np.float64).copy()
     work[~np.isfinite(work)] = -np.inf
     alive = np.ones_like(work, dtype=bool)
+    if strategy == "coverage":
+        mass = np.where(work >= COVERAGE_FLOOR, work, 0.0)  # (h, w); -inf and NaN count as 0
+        xs = _window_cells(cx, crop_hw[1], fw, sw / fw, sw)  # (2, w) first and end cell per centre
+        ys = _window_cells(cy, crop_hw[0], fh, sh / fh, sh)  # (2, h)
     boxes: list[np.ndarray] = []
     scores: list[float] = []
     for _ in range(k):
         if not alive.any():
             break
-        masked = np.where(alive, work, -np.inf)
+        rank = work
+        if strategy == "coverage":
+            integral = np.zeros((sh + 1, sw + 1))
+            integral[1:, 1:] = mass.cumsum(0).cumsum(1)
+            inside = (
+                integral[ys[1]][:, xs[1]]
+                - integral[ys[0]][:, xs[1]]
+                - integral[ys[1]][:, xs[0]]
+                + integral[ys[0]][:, xs[0]]
+            )  # (h, w) uncovered mass in the crop centred at each cell
+            rank = np.where(np.isfinite(work), inside + 1e-9 * np.clip(work, 0, 1), -np.inf)
+        masked = np.where(alive, rank, -np.inf)
         flat = int(np.argmax(masked))
         if not np.isfinite(masked.flat[flat]):  # only -inf/NaN left: take the first alive cell
             flat = int(np.flatnonzero(alive)[0])
@@ -76,6 +116,8 @@ def select_crops(
         box = _box_at(cx[ix], cy[iy], crop_hw, frame_hw)
         boxes.append(box)
         scores.append(float(work[iy, ix]))
+        if strategy == "coverage":
+            mass[ys[0, iy] : ys[1, iy], xs[0, ix] : xs[1, ix]] = 0.0
         bcx = (box[0] + box[2]) / 2.0
         bcy = (box[1] + box[3]) / 2.0
         near = (np.abs(cy - bcy) < sep)[:, None] & (np.abs(cx - bcx) < sep)[None, :]
