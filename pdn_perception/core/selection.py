@@ -29,12 +29,17 @@ def _clamped_centres(n_cells: int, scale: float, frame_len: int, crop_len: int) 
     return np.clip(centres, half, frame_len - half)
 
 
+def _crop_start(centre: np.ndarray, crop_len: int, frame_len: int) -> np.ndarray:
+    """First pixel of the crop centred (as near as the frame allows) at ``centre``, per axis."""
+    return np.clip(np.round(np.asarray(centre) - crop_len / 2.0), 0, frame_len - crop_len)
+
+
 def _window_cells(
     centres: np.ndarray, crop_len: int, frame_len: int, cells_per_px: float, n: int
 ) -> np.ndarray:
     """First and end (exclusive) saliency cell whose centre lies in the crop that ``_box_at``
     places at each centre: (2, len)."""
-    start = np.clip(np.round(centres - crop_len / 2.0), 0, frame_len - crop_len)
+    start = _crop_start(centres, crop_len, frame_len)
     lo = np.ceil(start * cells_per_px - 0.5).astype(np.int64)
     hi = np.ceil((start + crop_len) * cells_per_px - 0.5).astype(np.int64)
     return np.stack([np.clip(lo, 0, n), np.clip(hi, 0, n)])
@@ -44,8 +49,8 @@ def _box_at(
     cx: float, cy: float, crop_hw: tuple[int, int], frame_hw: tuple[int, int]
 ) -> np.ndarray:
     ch, cw = crop_hw
-    x1 = int(np.clip(round(cx - cw / 2.0), 0, frame_hw[1] - cw))
-    y1 = int(np.clip(round(cy - ch / 2.0), 0, frame_hw[0] - ch))
+    x1 = int(_crop_start(cx, cw, frame_hw[1]))
+    y1 = int(_crop_start(cy, ch, frame_hw[0]))
     return np.array([x1, y1, x1 + cw, y1 + ch], dtype=np.int64)
 
 
@@ -92,6 +97,9 @@ def select_crops(
         mass = np.where(work >= COVERAGE_FLOOR, work, 0.0)  # (h, w); -inf and NaN count as 0
         xs = _window_cells(cx, crop_hw[1], fw, sw / fw, sw)  # (2, w) first and end cell per centre
         ys = _window_cells(cy, crop_hw[0], fh, sh / fh, sh)  # (2, h)
+        integral = np.zeros((sh + 1, sw + 1))  # reused by every pick
+        # Tie-break on the cell's own saliency; non-finite cells rank last, as in ``peak``.
+        base = np.where(np.isfinite(work), 1e-9 * np.clip(work, 0, 1), -np.inf)  # (h, w)
     boxes: list[np.ndarray] = []
     scores: list[float] = []
     for _ in range(k):
@@ -99,15 +107,11 @@ def select_crops(
             break
         rank = work
         if strategy == "coverage":
-            integral = np.zeros((sh + 1, sw + 1))
-            integral[1:, 1:] = mass.cumsum(0).cumsum(1)
-            inside = (
-                integral[ys[1]][:, xs[1]]
-                - integral[ys[0]][:, xs[1]]
-                - integral[ys[1]][:, xs[0]]
-                + integral[ys[0]][:, xs[0]]
-            )  # (h, w) uncovered mass in the crop centred at each cell
-            rank = np.where(np.isfinite(work), inside + 1e-9 * np.clip(work, 0, 1), -np.inf)
+            np.cumsum(mass, axis=0, out=integral[1:, 1:])
+            np.cumsum(integral[1:, 1:], axis=1, out=integral[1:, 1:])
+            rows = integral[ys[1]] - integral[ys[0]]  # (h, w + 1) mass of each row window
+            inside = rows[:, xs[1]] - rows[:, xs[0]]  # (h, w) uncovered mass in each crop
+            rank = inside + base
         masked = np.where(alive, rank, -np.inf)
         flat = int(np.argmax(masked))
         if not np.isfinite(masked.flat[flat]):  # only -inf/NaN left: take the first alive cell

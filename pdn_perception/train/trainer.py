@@ -396,7 +396,11 @@ class Trainer:
                 sal_map = prob[f]
                 if cfg.perturb_sigma > 0:
                     sal_map = sal_map + self.rng.normal(0, cfg.perturb_sigma, sal_map.shape)
-                crops, _ = select_crops(sal_map, image.shape[:2], cfg.top_k, cfg.crop_size)
+                # Peak crops, as the shipped model was trained; the pipeline's default is now
+                # coverage, and training the joint stage on those is still to be measured.
+                crops, _ = select_crops(
+                    sal_map, image.shape[:2], cfg.top_k, cfg.crop_size, strategy="peak"
+                )
                 for win in crops:
                     samples.append(
                         detector_sample(
