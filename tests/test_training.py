@@ -416,3 +416,80 @@ def test_resolve_device_names() -> None:
     for bad in ("tpu", "gpu", "mps"):
         with pytest.raises(ValueError, match="device must be auto, cpu, cuda or cuda:N"):
             resolve_device(bad)
+
+
+def _two_domain_bank() -> SceneBank:
+    """Toy scenes of a bright domain "a" and a dark domain "b" (first-layer statistics differ)."""
+    scenes = []
+    for i in range(6):
+        sc = toy_scene(i)
+        if i % 2:
+            sc.image = sc.image // 3
+        sc.domain = "b" if i % 2 else "a"
+        scenes.append(sc)
+    return SceneBank(scenes, 128, mask_fn=_oracle_mask)
+
+
+def test_domain_weights_set_each_domains_share_of_detector_crops() -> None:
+    bank = _two_domain_bank()
+    assert bank.item_weights({}) is None
+    p = bank.item_weights({"a": 3.0})  # "b" keeps weight 1
+    doms = np.array([it.domain for it in bank.items])
+    assert p.sum() == pytest.approx(1.0)
+    assert p[doms == "a"].sum() == pytest.approx(0.75)
+    rng = np.random.default_rng(0)
+    b = sample_detector_batch(bank, rng, 64, 32, 2, item_p=bank.item_weights({"b": 0.0}))
+    assert float(b.images.mean()) > 90  # every crop from the bright domain
+    with pytest.raises(ValueError, match="domain weights must be >= 0"):
+        bank.item_weights({"a": -1.0})
+
+
+def test_weighted_detector_stage_re_estimates_batchnorm_on_the_uniform_mix() -> None:
+    """Trained on domain "a" only, the detector's first BatchNorm would keep "a"'s statistics;
+    the stage re-estimates them on uniformly drawn crops, as inference sees every domain."""
+    bank = _two_domain_bank()
+    cfg = TrainConfig(
+        detector=StageBudget(steps=4),
+        det_batch=4,
+        det_crop=64,
+        det_domain_weights=(("b", 0.0),),
+        det_bn_batches=30,
+        saliency_input_size=128,
+        progress=False,
+    )
+    tr = Trainer(cfg, bank, model_config=TINY)
+    tr.train_detector()
+    det = tr.model.detector
+    conv, bn = det.stem[0][0], det.stem[0][1]
+
+    def channel_mean(item_p) -> torch.Tensor:
+        b = sample_detector_batch(bank, np.random.default_rng(1), 96, 64, 2, item_p=item_p)
+        with torch.no_grad():
+            return conv(det.norm(b.images)).mean(dim=(0, 2, 3))
+
+    only_a = channel_mean(bank.item_weights({"b": 0.0}))
+    uniform = channel_mean(None)
+    err_uniform = (bn.running_mean - uniform).abs().mean()
+    err_a = (bn.running_mean - only_a).abs().mean()
+    assert err_uniform < 0.5 * err_a, (err_uniform, err_a)
+
+
+def test_train_config_checks_the_joint_controller_and_round_trips_domain_weights() -> None:
+    with pytest.raises(ValueError, match="joint_crop_selection must be one of peak, coverage"):
+        TrainConfig(joint_crop_selection="best")
+    cfg = TrainConfig(det_domain_weights=(("aerial", 2.0),), joint_crop_selection="coverage")
+    again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+
+
+def test_pdn_train_parses_and_rejects_domain_weights(tmp_path, capsys) -> None:
+    from pdn_perception.cli.train import domain_weights_from_args, main
+
+    assert domain_weights_from_args(["aerial=2", "maritime=1.5"]) == (
+        ("aerial", 2.0),
+        ("maritime", 1.5),
+    )
+    for bad in ("aerial", "aerial=x", "forest=1", "aerial=-1"):
+        assert main(["--det-domain-weights", bad, "--work-dir", str(tmp_path)]) == 2
+        assert "--det-domain-weights takes DOMAIN=W" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

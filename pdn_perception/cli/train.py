@@ -88,6 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
         "0 = 3x3 cells",
     )
     p.add_argument(
+        "--det-domain-weights",
+        nargs="+",
+        default=None,
+        metavar="DOMAIN=W",
+        help="share of detector crops per domain, e.g. aerial=2 (others 1; default uniform); "
+        "BatchNorm statistics are re-estimated on a uniform mix afterwards",
+    )
+    p.add_argument(
+        "--joint-crop-selection",
+        choices=("peak", "coverage"),
+        default=None,
+        help="Patch Drive controller that picks the joint stage's crops (default peak)",
+    )
+    p.add_argument(
         "--config", default=None, help="pipeline YAML (saliency_input_size, crop_size, top_k)"
     )
     p.add_argument("--work-dir", default="runs/train", help="checkpoints go here (not in git)")
@@ -106,6 +120,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+def domain_weights_from_args(specs: list[str] | None) -> tuple[tuple[str, float], ...]:
+    """``--det-domain-weights aerial=2 maritime=1`` -> (("aerial", 2.0), ("maritime", 1.0))."""
+    from ..train.scenes import DOMAINS
+
+    out = []
+    for spec in specs or []:
+        name, sep, value = spec.partition("=")
+        try:
+            weight = float(value) if sep else float("nan")
+        except ValueError:
+            weight = float("nan")
+        if name not in DOMAINS or not weight >= 0:
+            raise ValueError(
+                f"--det-domain-weights takes DOMAIN=W with DOMAIN in {', '.join(DOMAINS)} and "
+                f"W >= 0, got {spec!r}"
+            )
+        out.append((name, weight))
+    return tuple(out)
 
 
 def _stage_budgets(args: argparse.Namespace) -> dict[str, Any]:
@@ -188,24 +222,36 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work_dir)
     ckpt = work / "checkpoint.safetensors"
     budgets = _stage_budgets(args)
-    cfg = TrainConfig(
-        seed=args.seed,
-        saliency_input_size=pipe_cfg.saliency_input_size,
-        crop_size=pipe_cfg.crop_size,
-        top_k=pipe_cfg.top_k,
-        saliency=budgets["saliency"],
-        detector=budgets["detector"],
-        joint=budgets["joint"],
-        sal_batch=args.sal_batch,
-        det_batch=args.det_batch,
-        det_crop=args.det_crop,
-        **({} if args.det_giou is None else {"det_giou_weight": args.det_giou}),
-        **({} if args.det_box_fraction is None else {"det_box_fraction": args.det_box_fraction}),
-        freeze_backbone_epochs=args.freeze_backbone_epochs,
-        threads=args.threads,
-        device=args.device,
-        progress=not args.no_progress,
-    )
+    try:
+        cfg = TrainConfig(
+            seed=args.seed,
+            saliency_input_size=pipe_cfg.saliency_input_size,
+            crop_size=pipe_cfg.crop_size,
+            top_k=pipe_cfg.top_k,
+            saliency=budgets["saliency"],
+            detector=budgets["detector"],
+            joint=budgets["joint"],
+            sal_batch=args.sal_batch,
+            det_batch=args.det_batch,
+            det_crop=args.det_crop,
+            **({} if args.det_giou is None else {"det_giou_weight": args.det_giou}),
+            **(
+                {} if args.det_box_fraction is None else {"det_box_fraction": args.det_box_fraction}
+            ),
+            det_domain_weights=domain_weights_from_args(args.det_domain_weights),
+            **(
+                {}
+                if args.joint_crop_selection is None
+                else {"joint_crop_selection": args.joint_crop_selection}
+            ),
+            freeze_backbone_epochs=args.freeze_backbone_epochs,
+            threads=args.threads,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+    except ValueError as exc:
+        print(f"pdn-train: {exc}", file=sys.stderr)
+        return 2
     run_args = {
         "argv": argv_used,
         "train_config": cfg.to_dict(),

@@ -59,6 +59,7 @@ class BankItem:
     small: np.ndarray  # (h, w, 3) uint8 saliency input
     mask: np.ndarray  # (h/4, w/4) float32 oracle saliency mask
     peaks: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))  # (P, 4)
+    domain: str = ""  # the generator's domain, "" when the scene does not say
 
 
 class SceneBank:
@@ -81,12 +82,25 @@ class SceneBank:
             boxes = np.asarray(sc.boxes, np.float32).reshape(-1, 4)
             mask = mask_fn(boxes, image.shape[:2], out_hw).astype(np.float32)
             labels = np.asarray(sc.labels, np.int64).reshape(-1)
-            self.items.append(BankItem(image, boxes, labels, small, mask))
+            domain = str(getattr(sc, "domain", ""))
+            self.items.append(BankItem(image, boxes, labels, small, mask, domain=domain))
         if not self.items:
             raise ValueError("a SceneBank needs at least one scene")
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def item_weights(self, domain_weights: dict[str, float]) -> np.ndarray | None:
+        """Per-item sampling probabilities (N,) that give each domain its share of
+        ``domain_weights`` (domains not named keep weight 1); None when that is uniform."""
+        if not domain_weights:
+            return None
+        doms = [it.domain for it in self.items]
+        counts = {d: doms.count(d) for d in set(doms)}
+        w = np.array([domain_weights.get(d, 1.0) / counts[d] for d in doms], np.float64)
+        if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"domain weights must be >= 0 and not all 0, got {domain_weights}")
+        return w / w.sum()
 
     @property
     def num_objects(self) -> int:
@@ -354,6 +368,7 @@ def sample_detector_batch(
     scale_range: tuple[float, float] = (1.0, 1.0),
     box_fraction: float = 0.0,
     stride: int = 4,
+    item_p: np.ndarray | None = None,
 ) -> DetectorBatch:
     """Crops with a (objects, saliency peaks, random background) mix.
 
@@ -361,14 +376,16 @@ def sample_detector_batch(
     fires — including distractors it confuses with objects — so the detector learns to reject
     them; random crops cover plain background. Each crop is zoomed by a log-uniform factor in
     ``scale_range`` (a window of crop / factor pixels resized to crop²). ``stride`` is the
-    detector's output stride (targets are built at crop / stride).
+    detector's output stride (targets are built at crop / stride). ``item_p`` (N,) weights the
+    scenes (``SceneBank.item_weights``); None draws them uniformly.
     """
     p = np.asarray(mix, np.float64) / sum(mix)
     log_lo, log_hi = np.log(scale_range[0]), np.log(scale_range[1])
     samples = []
     out_crop = crop
     for _ in range(batch):
-        it = bank.items[int(rng.integers(len(bank)))]
+        i = int(rng.integers(len(bank))) if item_p is None else int(rng.choice(len(bank), p=item_p))
+        it = bank.items[i]
         fh, fw = it.image.shape[:2]
         factor = float(np.exp(rng.uniform(log_lo, log_hi))) if log_hi > log_lo else 1.0
         crop = round(out_crop / factor)

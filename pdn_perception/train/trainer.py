@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from ..core.backends import cpu_supports_bf16, tune_cpu_allocator
 from ..core.models.patchdrive import ModelConfig, PatchDriveModel
-from ..core.selection import select_crops
+from ..core.selection import SELECTION_STRATEGIES, select_crops
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .data import (
     Dihedral,
@@ -100,12 +100,18 @@ class TrainConfig:
     det_scale_range: tuple[float, float] = (0.8, 1.25)  # zoom augmentation of detector crops
     det_giou_weight: float = 1.0  # GIoU on decoded boxes beside the L1 terms (0 = off)
     det_box_fraction: float = 0.5  # heat/regression area as a fraction of the box (0 = 3x3)
+    # share of detector crops per scene domain, e.g. (("aerial", 2.0),); () = uniform over scenes
+    det_domain_weights: tuple[tuple[str, float], ...] = ()
+    # batches (no gradient) that re-estimate BatchNorm statistics on uniformly drawn scenes after
+    # a domain-weighted detector stage, so inference statistics match the evaluation mix
+    det_bn_batches: int = 100
     # (c) joint
     joint: StageBudget = field(default_factory=lambda: StageBudget(steps=400))
     joint_frames: int = 1
     joint_lr: float = 1e-3
     joint_sal_weight: float = 0.5
     perturb_sigma: float = 0.05  # noise on saliency probabilities before top-K (0 = off)
+    joint_crop_selection: str = "peak"  # Patch Drive controller of the joint stage (peak|coverage)
     # common
     weight_decay: float = 1e-4
     warmup_steps: int = 30
@@ -117,6 +123,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.det_box_fraction <= 1.0:
             raise ValueError(f"det_box_fraction must be in [0, 1], got {self.det_box_fraction}")
+        if self.joint_crop_selection not in SELECTION_STRATEGIES:
+            raise ValueError(
+                f"joint_crop_selection must be one of {', '.join(SELECTION_STRATEGIES)}, "
+                f"got {self.joint_crop_selection!r}"
+            )
         if self.det_giou_weight < 0:
             raise ValueError(f"det_giou_weight must be >= 0, got {self.det_giou_weight}")
 
@@ -132,6 +143,8 @@ class TrainConfig:
         for key in ("det_mix", "det_scale_range"):
             if isinstance(d.get(key), list):
                 d[key] = tuple(d[key])
+        if isinstance(d.get("det_domain_weights"), list):
+            d["det_domain_weights"] = tuple((str(k), float(v)) for k, v in d["det_domain_weights"])
         return cls(**d)
 
 
@@ -338,32 +351,61 @@ class Trainer:
             lambda x: sal(self._dev(x)), self.config.det_peaks, self.config.det_crop
         )
 
+    def _detector_batch(self, item_p: np.ndarray | None):
+        cfg = self.config
+        return sample_detector_batch(
+            self.bank,
+            self.rng,
+            cfg.det_batch,
+            cfg.det_crop,
+            len(self.model.classes),
+            cfg.det_mix,
+            cfg.det_scale_range,
+            cfg.det_box_fraction,
+            self.model.detector.stride,
+            item_p,
+        )
+
     def train_detector(self) -> StageResult:
         cfg = self.config
         self.refresh_peaks()
         det = self.model.detector
         det.train()
-        n_cls = len(self.model.classes)
+        item_p = self.bank.item_weights(dict(cfg.det_domain_weights))
 
         def step(i: int) -> tuple[torch.Tensor, dict[str, float]]:
-            b = sample_detector_batch(
-                self.bank,
-                self.rng,
-                cfg.det_batch,
-                cfg.det_crop,
-                n_cls,
-                cfg.det_mix,
-                cfg.det_scale_range,
-                cfg.det_box_fraction,
-                det.stride,
-            )
+            b = self._detector_batch(item_p)
             x = photometric(self._dev(b.images), self.rng)  # (B, 3, S, S)
             with self._autocast():
                 out = det(x.contiguous(memory_format=torch.channels_last))
             targets = (self._dev(t) for t in (b.heat, b.size, b.offset, b.reg_mask))
             return detector_loss(out, *targets, giou_weight=cfg.det_giou_weight)
 
-        return self._loop("detector", cfg.detector, list(det.parameters()), cfg.det_lr, step)
+        res = self._loop("detector", cfg.detector, list(det.parameters()), cfg.det_lr, step)
+        if item_p is not None and cfg.det_bn_batches > 0:
+            self.recalibrate_detector_bn(cfg.det_bn_batches)
+            self._save(None)
+        return res
+
+    def recalibrate_detector_bn(self, batches: int) -> None:
+        """Re-estimate the detector's BatchNorm statistics as a plain average over ``batches``
+        uniformly drawn training batches (no gradient): a domain-weighted stage leaves them
+        tilted towards the favoured domain, while inference sees every domain."""
+        det = self.model.detector
+        bns = [m for m in det.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+        det.train()
+        with torch.no_grad():
+            for _ in range(batches):
+                b = self._detector_batch(None)
+                x = photometric(self._dev(b.images), self.rng)  # (B, 3, S, S)
+                with self._autocast():
+                    det(x.contiguous(memory_format=torch.channels_last))
+        for m, mom in zip(bns, momenta, strict=True):
+            m.momentum = mom
 
     # -- (c) joint ------------------------------------------------------------------------
     def train_joint(self) -> StageResult:
@@ -396,10 +438,12 @@ class Trainer:
                 sal_map = prob[f]
                 if cfg.perturb_sigma > 0:
                     sal_map = sal_map + self.rng.normal(0, cfg.perturb_sigma, sal_map.shape)
-                # Peak crops, as the shipped model was trained; the pipeline's default is now
-                # coverage, and training the joint stage on those is still to be measured.
                 crops, _ = select_crops(
-                    sal_map, image.shape[:2], cfg.top_k, cfg.crop_size, strategy="peak"
+                    sal_map,
+                    image.shape[:2],
+                    cfg.top_k,
+                    cfg.crop_size,
+                    strategy=cfg.joint_crop_selection,
                 )
                 for win in crops:
                     samples.append(
