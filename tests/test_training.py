@@ -327,6 +327,34 @@ def test_decode_keeps_both_of_two_objects_in_adjacent_cells() -> None:
         np.testing.assert_allclose(kept, boxes[:found], atol=1e-4)
 
 
+def test_box_vote_averages_agreeing_neighbours_and_ignores_a_parked_neighbour() -> None:
+    """Every cell near a centre regresses that object's box. A slip of the peak cell's own size
+    estimate is averaged out by its neighbours; the car next to it (IoU < vote_iou) is not
+    mixed in, and neither is a neighbour of another class."""
+    boxes = np.array([[39, 40, 44, 50], [44.5, 40, 49.5, 50]], np.float32)  # adjacent cars
+    t = centernet_targets(boxes, np.array([0, 0]), (32, 32), 2, reg_radius=1)
+    heat = torch.from_numpy(t.heat)[None].clamp(1e-4, 1 - 1e-4).logit()  # (1, 2, 32, 32)
+    heat[0, 1] = heat[0, 0]  # class 1 fires at the same place, with its own boxes
+    size, off = torch.from_numpy(t.size)[None].clone(), torch.from_numpy(t.offset)[None]
+    size[0, :, 11, 10] += 0.25  # the left car's centre cell says a 1.3x too large box
+    plain, s, _ = decode(heat[:, :1], size, off, 4, 10)
+    voted, s2, _ = decode(heat[:, :1], size, off, 4, 10, vote_iou=0.5)
+    assert torch.equal(s, s2)
+    keep = s[0] > 0.5
+    gt = torch.from_numpy(boxes)
+
+    def err(found: torch.Tensor) -> torch.Tensor:  # (2,) worst coordinate error per car
+        assert len(found) == 2
+        return (found[:, None] - gt[None]).abs().max(dim=2).values.min(dim=0).values
+
+    err_plain, err_voted = err(plain[0][keep]), err(voted[0][keep])
+    assert err_plain[0] > 1.0 and err_voted[0] < 0.75 * err_plain[0]  # the slip, averaged
+    assert err_voted[1] < 1e-3  # the right car, next to it, keeps its exact box
+    both, s3, lab3 = decode(heat, size, off, 4, 20, vote_iou=0.5)
+    one = both[0][(s3[0] > 0.5) & (lab3[0] == 0)]
+    assert torch.allclose(one, voted[0][keep], atol=1e-4)  # class 1 does not vote for class 0
+
+
 def test_joint_stage_keeps_batchnorm_statistics(bank: SceneBank) -> None:
     """The joint batch is one frame's crops; its statistics must not replace the running ones
     (they drift towards the last domain seen). The weights themselves still learn."""

@@ -194,7 +194,9 @@ class Pipeline:
 
         def run(batch: torch.Tensor):
             heat, size, off = self.runtime.detector(batch)
-            b, s, lab = decode(heat, size, off, stride, MAX_PER_CROP)  # (B, M, 4), (B, M), (B, M)
+            b, s, lab = decode(
+                heat, size, off, stride, MAX_PER_CROP, vote_iou=cfg.box_vote_iou
+            )  # (B, M, 4), (B, M), (B, M)
             return b.cpu().numpy(), s.cpu().numpy(), lab.cpu().numpy()
 
         per_crop = []
