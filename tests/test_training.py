@@ -505,6 +505,8 @@ def test_weighted_detector_stage_re_estimates_batchnorm_on_the_uniform_mix() -> 
 def test_train_config_checks_the_joint_controller_and_round_trips_domain_weights() -> None:
     with pytest.raises(ValueError, match="joint_crop_selection must be one of peak, coverage"):
         TrainConfig(joint_crop_selection="best")
+    with pytest.raises(ValueError, match="det_scale_range must be 0 < lo <= hi"):
+        TrainConfig(det_scale_range=(1.25, 0.8))
     cfg = TrainConfig(det_domain_weights=(("aerial", 2.0),), joint_crop_selection="coverage")
     again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg

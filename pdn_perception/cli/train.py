@@ -96,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
         "BatchNorm statistics are re-estimated on a uniform mix afterwards",
     )
     p.add_argument(
+        "--det-scale-range",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LO", "HI"),
+        help="zoom augmentation of detector crops, log-uniform (default 0.8 1.25; 1 1 = off)",
+    )
+    p.add_argument(
         "--joint-crop-selection",
         choices=("peak", "coverage"),
         default=None,
@@ -239,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
                 {} if args.det_box_fraction is None else {"det_box_fraction": args.det_box_fraction}
             ),
             det_domain_weights=domain_weights_from_args(args.det_domain_weights),
+            **(
+                {}
+                if args.det_scale_range is None
+                else {"det_scale_range": tuple(args.det_scale_range)}
+            ),
             **(
                 {}
                 if args.joint_crop_selection is None

@@ -123,6 +123,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.det_box_fraction <= 1.0:
             raise ValueError(f"det_box_fraction must be in [0, 1], got {self.det_box_fraction}")
+        lo, hi = self.det_scale_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"det_scale_range must be 0 < lo <= hi, got {self.det_scale_range}")
         if self.joint_crop_selection not in SELECTION_STRATEGIES:
             raise ValueError(
                 f"joint_crop_selection must be one of {', '.join(SELECTION_STRATEGIES)}, "
