@@ -70,10 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
         "object of ModelConfig fields overriding the default, e.g. "
         "'{\"detector_depths\": [2, 1, 1]}'",
     )
-    p.add_argument("--freeze-backbone-epochs", type=int, default=1)
-    p.add_argument("--sal-batch", type=int, default=8)
-    p.add_argument("--det-batch", type=int, default=16)
-    p.add_argument("--det-crop", type=int, default=256, help="detector training crop side")
+    # Defaults of these live in TrainConfig (train/trainer.py) only; None = keep it.
+    p.add_argument("--freeze-backbone-epochs", type=int, default=None)
+    p.add_argument("--sal-batch", type=int, default=None, help="saliency frames per step")
+    p.add_argument("--det-batch", type=int, default=None, help="detector crops per step")
+    p.add_argument("--det-crop", type=int, default=None, help="detector training crop side")
     p.add_argument(
         "--det-giou",
         type=float,
@@ -148,6 +149,24 @@ def domain_weights_from_args(specs: list[str] | None) -> tuple[tuple[str, float]
             )
         out.append((name, weight))
     return tuple(out)
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """TrainConfig fields the command line sets; the rest keep TrainConfig's defaults."""
+    given = {
+        "sal_batch": args.sal_batch,
+        "det_batch": args.det_batch,
+        "det_crop": args.det_crop,
+        "freeze_backbone_epochs": args.freeze_backbone_epochs,
+        "det_giou_weight": args.det_giou,
+        "det_box_fraction": args.det_box_fraction,
+        "det_scale_range": None if args.det_scale_range is None else tuple(args.det_scale_range),
+        "joint_crop_selection": args.joint_crop_selection,
+    }
+    out = {k: v for k, v in given.items() if v is not None}
+    if args.det_domain_weights is not None:
+        out["det_domain_weights"] = domain_weights_from_args(args.det_domain_weights)
+    return out
 
 
 def _stage_budgets(args: argparse.Namespace) -> dict[str, Any]:
@@ -239,25 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             saliency=budgets["saliency"],
             detector=budgets["detector"],
             joint=budgets["joint"],
-            sal_batch=args.sal_batch,
-            det_batch=args.det_batch,
-            det_crop=args.det_crop,
-            **({} if args.det_giou is None else {"det_giou_weight": args.det_giou}),
-            **(
-                {} if args.det_box_fraction is None else {"det_box_fraction": args.det_box_fraction}
-            ),
-            det_domain_weights=domain_weights_from_args(args.det_domain_weights),
-            **(
-                {}
-                if args.det_scale_range is None
-                else {"det_scale_range": tuple(args.det_scale_range)}
-            ),
-            **(
-                {}
-                if args.joint_crop_selection is None
-                else {"joint_crop_selection": args.joint_crop_selection}
-            ),
-            freeze_backbone_epochs=args.freeze_backbone_epochs,
+            **_train_overrides(args),
             threads=args.threads,
             device=args.device,
             progress=not args.no_progress,
