@@ -5,7 +5,7 @@ prescribes.
     its backbone is frozen for the first epoch(s) so the fresh head settles before the features
     move.
 (b) ``detector``: the shared crop detector learns CenterNet targets on small crops (it is fully
-    convolutional, so 256² crops teach the same weights 4x cheaper than 512²) cut around objects,
+    convolutional, so 192² crops teach the same weights ~7x cheaper than 512²) cut around objects,
     at the saliency net's peaks (hard negatives) and at random.
 (c) ``joint``: IPS-style fine-tuning — the model's own top-K selection runs under no_grad on the
     predicted saliency, gradients flow through the detector on exactly the crops it picked (at the
@@ -85,15 +85,15 @@ class TrainConfig:
     crop_size: int = 512  # inference crop size, used by the joint stage
     top_k: int = 4  # crops per frame in the joint stage
     # (a) saliency
-    saliency: StageBudget = field(default_factory=lambda: StageBudget(steps=1000))
+    saliency: StageBudget = field(default_factory=lambda: StageBudget(steps=2000))
     sal_batch: int = 8
     sal_window: int = 256
     sal_lr: float = 4e-3
     freeze_backbone_epochs: int = 1
     # (b) detector
-    detector: StageBudget = field(default_factory=lambda: StageBudget(steps=3600))
+    detector: StageBudget = field(default_factory=lambda: StageBudget(steps=4800))
     det_batch: int = 16
-    det_crop: int = 256
+    det_crop: int = 192
     det_lr: float = 4e-3
     det_mix: tuple[float, float, float] = (0.6, 0.25, 0.15)  # objects, peaks, random
     det_peaks: int = 8  # saliency peaks per scene used as hard-negative centres
