@@ -85,13 +85,13 @@ class TrainConfig:
     crop_size: int = 512  # inference crop size, used by the joint stage
     top_k: int = 4  # crops per frame in the joint stage
     # (a) saliency
-    saliency: StageBudget = field(default_factory=lambda: StageBudget(steps=2000))
+    saliency: StageBudget = field(default_factory=lambda: StageBudget(steps=1500))
     sal_batch: int = 8
     sal_window: int = 256
     sal_lr: float = 4e-3
     freeze_backbone_epochs: int = 1
     # (b) detector
-    detector: StageBudget = field(default_factory=lambda: StageBudget(steps=4800))
+    detector: StageBudget = field(default_factory=lambda: StageBudget(steps=6000))
     det_batch: int = 16
     det_crop: int = 192
     det_lr: float = 4e-3
