@@ -149,9 +149,6 @@ def decode(
     return boxes * stride, scores, labels
 
 
-_NEIGHBOURS = torch.tensor([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
-
-
 def _vote(
     boxes: torch.Tensor,
     scores: torch.Tensor,
@@ -167,9 +164,11 @@ def _vote(
     eight neighbours gathered at once: one gather instead of eight)."""
     b, _, h, w = prob.shape
     m = boxes.shape[1]
-    nb_yx = _NEIGHBOURS.to(xs.device, xs.dtype)  # (8, 2)
-    ny = (ys[:, None, :] + nb_yx[None, :, 0, None]).reshape(b, -1)  # (B, 8M)
-    nx = (xs[:, None, :] + nb_yx[None, :, 1, None]).reshape(b, -1)  # (B, 8M)
+    k = torch.arange(8, device=xs.device)
+    k = k + (k >= 4)  # the 3x3 cells 0..8 without the centre 4; made on the device, no copy
+    dy, dx = (k // 3 - 1).to(xs.dtype), (k % 3 - 1).to(xs.dtype)  # (8,) each
+    ny = (ys[:, None, :] + dy[None, :, None]).reshape(b, -1)  # (B, 8M)
+    nx = (xs[:, None, :] + dx[None, :, None]).reshape(b, -1)  # (B, 8M)
     inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
     ncell = (ny.clamp(0, h - 1) * w + nx.clamp(0, w - 1)).long()  # (B, 8M)
     nbox = _cell_boxes(off, wh, ncell, nx, ny).reshape(b, 8, m, 4)
