@@ -211,6 +211,73 @@ def test_resume_mid_stage_continues_the_step_count(
     assert resumed.run()["saliency"]["steps"] == 6
 
 
+class _Killed(RuntimeError):
+    pass
+
+
+def _quadratic_stage(
+    trainer: Trainer, steps: int, kill_at: int | None = None
+) -> list[dict[str, torch.Tensor]]:
+    """Drive ``Trainer._loop`` on the saliency net with a fixed input and a deterministic loss
+    (no sampling), recording the weights each step starts from; ``kill_at`` raises there, as
+    a killed process would stop."""
+    net = trainer.model.saliency
+    x = torch.linspace(-1, 1, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32)
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def step(i: int) -> tuple[torch.Tensor, dict[str, float]]:
+        if i == kill_at:
+            raise _Killed
+        seen.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        return (net(x).float() - 1.0).pow(2).mean(), {}
+
+    trainer._loop("saliency", StageBudget(steps=steps), net, 1e-2, step)
+    return seen
+
+
+def test_stage_ends_on_the_weight_average_and_a_resume_keeps_it(
+    bank: SceneBank, tmp_path, small_train_config
+) -> None:
+    """EMA changes nothing of the optimisation, only which weights the stage ends on: the
+    average of the raw trajectory, rebuilt here by hand; a run killed mid-stage and resumed
+    from its checkpoint ends on the same average."""
+    decay, steps = 0.6, 6
+    raw = Trainer(small_train_config(ema_decay=0.0), bank, model_config=TINY)
+    trajectory = _quadratic_stage(raw, steps)
+    trajectory.append(raw.model.saliency.state_dict())  # the last step's weights
+    expected = {k: v.clone() for k, v in trajectory[0].items()}
+    for n, w in enumerate(trajectory[1:], start=1):
+        d = min(decay, (1 + n) / (10 + n))
+        for k, v in w.items():
+            expected[k] = d * expected[k] + (1 - d) * v if v.is_floating_point() else v.clone()
+
+    cfg = small_train_config(ema_decay=decay, checkpoint_every_s=0.0)
+    averaged = Trainer(cfg, bank, model_config=TINY)
+    _quadratic_stage(averaged, steps)
+    got = averaged.model.saliency.state_dict()
+    assert any(
+        v.is_floating_point() and not torch.allclose(v, trajectory[-1][k]) for k, v in got.items()
+    ), "the stage ended on its last step's weights, not their average"
+    for k, v in got.items():
+        torch.testing.assert_close(v, expected[k], rtol=1e-5, atol=1e-6, msg=k)
+
+    ckpt = tmp_path / "ckpt.safetensors"
+    killed = Trainer(cfg, bank, model_config=TINY, checkpoint_path=ckpt)
+    with pytest.raises(_Killed):
+        _quadratic_stage(killed, steps, kill_at=3)
+    assert any(k.startswith("ema.") for k in load_checkpoint(ckpt).extra)
+    resumed = Trainer(cfg, bank, model_config=TINY, checkpoint_path=ckpt)
+    resumed.resume_from(ckpt)
+    _quadratic_stage(resumed, steps)
+    for k, v in resumed.model.saliency.state_dict().items():
+        torch.testing.assert_close(v, expected[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_ema_decay_is_validated() -> None:
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
+
+
 def _tiny_model(seed: int = 0) -> PatchDriveModel:
     torch.manual_seed(seed)
     m = PatchDriveModel(TINY)
@@ -397,7 +464,8 @@ def test_pdn_train_cli_trains_the_requested_architecture(tmp_path) -> None:
     argv = ["--scenes", "3", "--scene-size", "256", "256", "--steps", "2", "--det-crop", "64"]
     argv += ["--sal-batch", "2", "--det-batch", "2", "--eval-frames", "0", "--workers", "1"]
     argv += ["--work-dir", str(tmp_path / "work"), "--out", str(out), "--no-progress"]
-    assert main([*argv, "--model-config", spec]) == 0
+    assert main([*argv, "--model-config", spec, "--ema-decay", "0.5"]) == 0
+    assert model_extra(out)["train_config"]["ema_decay"] == 0.5
     model = load_model(out)
     assert model.config.detector_depths == (2, 1, 1)
     assert model.config.detector_widths == (8, 8, 16, 16)

@@ -111,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Patch Drive controller that picks the joint stage's crops (default peak)",
     )
     p.add_argument(
+        "--ema-decay",
+        type=float,
+        default=None,
+        help="each stage ends on the moving average of its weights with this decay "
+        "(e.g. 0.999; default 0 = off, the last step's weights)",
+    )
+    p.add_argument(
         "--config", default=None, help="pipeline YAML (saliency_input_size, crop_size, top_k)"
     )
     p.add_argument("--work-dir", default="runs/train", help="checkpoints go here (not in git)")
@@ -162,6 +169,7 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "det_box_fraction": args.det_box_fraction,
         "det_scale_range": None if args.det_scale_range is None else tuple(args.det_scale_range),
         "joint_crop_selection": args.joint_crop_selection,
+        "ema_decay": args.ema_decay,
     }
     out = {k: v for k, v in given.items() if v is not None}
     if args.det_domain_weights is not None:

@@ -56,15 +56,18 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None,
     rng: np.random.Generator,
     run_args: dict[str, Any],
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Atomically write everything needed to resume (tmp file + rename: a kill never leaves a
-    half-written checkpoint)."""
+    half-written checkpoint). ``extra`` tensors (the stage's weight average) are stored as
+    they are, under ``extra.``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     opt_tensors, groups = _optimizer_tensors(optimizer)
     tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
+    tensors.update({f"extra.{k}": v for k, v in (extra or {}).items()})
     meta = {
         "format": CKPT_FORMAT,
         "model_config": json.dumps(model.config.to_dict()),
@@ -87,6 +90,7 @@ class Checkpoint:
     optimizer_state: dict[str, Any] | None  # torch optimizer state_dict, or None
     numpy_rng_state: dict[str, Any]
     torch_rng_state: torch.Tensor
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # save_checkpoint's ``extra``
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -125,4 +129,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         optimizer_state=opt_state,
         numpy_rng_state=json.loads(meta["numpy_rng"]),
         torch_rng_state=tensors["rng.torch"],
+        extra={k[6:]: v for k, v in tensors.items() if k.startswith("extra.")},
     )

@@ -47,6 +47,7 @@ from .data import (
     sample_saliency_batch,
     to_nchw,
 )
+from .ema import WeightEMA
 from .losses import detector_loss, saliency_loss
 
 STAGES: tuple[str, ...] = ("saliency", "detector", "joint")
@@ -114,6 +115,8 @@ class TrainConfig:
     perturb_sigma: float = 0.05  # noise on saliency probabilities before top-K (0 = off)
     joint_crop_selection: str = "peak"  # Patch Drive controller of the joint stage (peak|coverage)
     # common
+    # each stage ends on the moving average of its weights (0 = off: the last step's weights)
+    ema_decay: float = 0.0
     weight_decay: float = 1e-4
     warmup_steps: int = 30
     checkpoint_every_s: float = 60.0
@@ -132,6 +135,8 @@ class TrainConfig:
                 f"joint_crop_selection must be one of {', '.join(SELECTION_STRATEGIES)}, "
                 f"got {self.joint_crop_selection!r}"
             )
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.det_giou_weight < 0:
             raise ValueError(f"det_giou_weight must be >= 0, got {self.det_giou_weight}")
 
@@ -229,6 +234,7 @@ class Trainer:
         on_cuda = self.device.type == "cuda"
         self.bf16 = torch.cuda.is_bf16_supported() if on_cuda else cpu_supports_bf16()
         self._resume_opt: dict[str, Any] | None = None
+        self._resume_extra: dict[str, torch.Tensor] = {}
         tune_cpu_allocator()
         torch.set_num_threads(config.threads or max(1, os.cpu_count() or 1))
 
@@ -246,11 +252,13 @@ class Trainer:
         self.rng.bit_generator.state = ck.numpy_rng_state
         torch.set_rng_state(ck.torch_rng_state)
         self._resume_opt = ck.optimizer_state
+        self._resume_extra = ck.extra
 
-    def _save(self, opt: torch.optim.Optimizer | None) -> None:
+    def _save(self, opt: torch.optim.Optimizer | None, ema: WeightEMA | None = None) -> None:
         if self.checkpoint_path is not None:
+            extra = ema.tensors("ema.") if ema is not None else None
             save_checkpoint(
-                self.checkpoint_path, self.model, self.state, opt, self.rng, self.run_args
+                self.checkpoint_path, self.model, self.state, opt, self.rng, self.run_args, extra
             )
 
     # -- common loop ----------------------------------------------------------------------
@@ -265,19 +273,25 @@ class Trainer:
         self,
         name: str,
         budget: StageBudget,
-        params: list[torch.nn.Parameter],
+        module: torch.nn.Module,
         lr: float,
         step_fn: Callable[[int], tuple[torch.Tensor, dict[str, float]]],
     ) -> StageResult:
-        """Shared optimisation loop: AdamW, warm-up + cosine by budget fraction, checkpoints."""
+        """Shared optimisation loop over ``module``'s parameters: AdamW, warm-up + cosine by
+        budget fraction, checkpoints; the stage ends on the weight average when EMA is on."""
         cfg = self.config
+        params = list(module.parameters())
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+        ema = WeightEMA(module, cfg.ema_decay) if cfg.ema_decay > 0 else None
         st = self.state
         if st.stage == name and self._resume_opt is not None:
             opt.load_state_dict(self._resume_opt)
+            if ema is not None and not ema.load_tensors(self._resume_extra, "ema."):
+                ema = WeightEMA(module, cfg.ema_decay)  # a checkpoint from before EMA: start here
         else:
             st.stage, st.step, st.elapsed_s = name, 0, 0.0
         self._resume_opt = None
+        self._resume_extra = {}
         losses: list[float] = list(st.history.get(f"{name}_losses", []))
         bar = tqdm(
             total=budget.steps or None,
@@ -299,6 +313,8 @@ class Trainer:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 10.0)
             opt.step()
+            if ema is not None:
+                ema.update(module)
             st.step += 1
             st.elapsed_s = time.monotonic() - t_start
             losses.append(float(loss.detach()))
@@ -311,9 +327,11 @@ class Trainer:
                 )
             if time.monotonic() - last_ckpt > cfg.checkpoint_every_s:
                 st.history[f"{name}_losses"] = losses[-200:]
-                self._save(opt)
+                self._save(opt, ema)
                 last_ckpt = time.monotonic()
         bar.close()
+        if ema is not None:
+            ema.copy_to(module)
         n = max(1, min(20, len(losses) // 4))
         res = StageResult(
             st.step,
@@ -346,7 +364,7 @@ class Trainer:
             parts["frozen"] = float(i < frozen_steps)
             return loss, parts
 
-        res = self._loop("saliency", cfg.saliency, list(sal.parameters()), cfg.sal_lr, step)
+        res = self._loop("saliency", cfg.saliency, sal, cfg.sal_lr, step)
         sal.backbone.requires_grad_(True)
         return res
 
@@ -394,7 +412,7 @@ class Trainer:
             targets = (self._dev(t) for t in (b.heat, b.size, b.offset, b.reg_mask))
             return detector_loss(out, *targets, giou_weight=cfg.det_giou_weight)
 
-        res = self._loop("detector", cfg.detector, list(det.parameters()), cfg.det_lr, step)
+        res = self._loop("detector", cfg.detector, det, cfg.det_lr, step)
         if item_p is not None and cfg.det_bn_batches > 0:
             self.recalibrate_detector_bn(cfg.det_bn_batches)
             self._save(None)
@@ -478,7 +496,7 @@ class Trainer:
             parts.update(dparts)
             return l_det + cfg.joint_sal_weight * l_sal, parts
 
-        return self._loop("joint", cfg.joint, list(model.parameters()), cfg.joint_lr, step)
+        return self._loop("joint", cfg.joint, model, cfg.joint_lr, step)
 
     # -- everything -----------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
