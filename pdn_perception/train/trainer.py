@@ -286,8 +286,8 @@ class Trainer:
         st = self.state
         if st.stage == name and self._resume_opt is not None:
             opt.load_state_dict(self._resume_opt)
-            if ema is not None and not ema.load_tensors(self._resume_extra, "ema."):
-                ema = WeightEMA(module, cfg.ema_decay)  # a checkpoint from before EMA: start here
+            if ema is not None:  # a checkpoint written without EMA has none: it starts here
+                ema.load_tensors(self._resume_extra, "ema.")
         else:
             st.stage, st.step, st.elapsed_s = name, 0, 0.0
         self._resume_opt = None
