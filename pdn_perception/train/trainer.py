@@ -51,6 +51,7 @@ from .ema import WeightEMA
 from .losses import detector_loss, saliency_loss
 
 STAGES: tuple[str, ...] = ("saliency", "detector", "joint")
+_EMA_KEYS = "ema."  # prefix of the weight average among a checkpoint's extra tensors
 
 
 @dataclass(frozen=True)
@@ -256,7 +257,7 @@ class Trainer:
 
     def _save(self, opt: torch.optim.Optimizer | None, ema: WeightEMA | None = None) -> None:
         if self.checkpoint_path is not None:
-            extra = ema.tensors("ema.") if ema is not None else None
+            extra = ema.tensors(_EMA_KEYS) if ema is not None else None
             save_checkpoint(
                 self.checkpoint_path, self.model, self.state, opt, self.rng, self.run_args, extra
             )
@@ -287,7 +288,7 @@ class Trainer:
         if st.stage == name and self._resume_opt is not None:
             opt.load_state_dict(self._resume_opt)
             if ema is not None:  # a checkpoint written without EMA has none: it starts here
-                ema.load_tensors(self._resume_extra, "ema.")
+                ema.load_tensors(self._resume_extra, _EMA_KEYS)
         else:
             st.stage, st.step, st.elapsed_s = name, 0, 0.0
         self._resume_opt = None
@@ -314,7 +315,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(params, 10.0)
             opt.step()
             if ema is not None:
-                ema.update(module)
+                ema.update()
             st.step += 1
             st.elapsed_s = time.monotonic() - t_start
             losses.append(float(loss.detach()))
@@ -331,7 +332,7 @@ class Trainer:
                 last_ckpt = time.monotonic()
         bar.close()
         if ema is not None:
-            ema.copy_to(module)
+            ema.copy_to_module()
         n = max(1, min(20, len(losses) // 4))
         res = StageResult(
             st.step,
