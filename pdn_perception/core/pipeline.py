@@ -13,7 +13,6 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -32,6 +31,7 @@ from .merge import merge_crop_detections
 from .models.detector import decode
 from .models.io import load_model
 from .models.patchdrive import PatchDriveModel
+from .resize import saliency_input
 from .selection import saliency_input_hw, select_crops, tile_boxes
 
 MAX_PER_CROP = 100
@@ -164,12 +164,11 @@ class Pipeline:
 
     def _downscale(self, frame: np.ndarray, frame_t: torch.Tensor) -> torch.Tensor:
         """Frame -> (1, 3, h, w) float (0..255) at saliency resolution."""
-        h, w = saliency_input_hw(frame.shape[:2], self.config.saliency_input_size)
         rt = self.runtime
         if rt.device.type == "cpu":
-            small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-            t = torch.from_numpy(small)
+            t = torch.from_numpy(saliency_input(frame, self.config.saliency_input_size))
         else:
+            h, w = saliency_input_hw(frame.shape[:2], self.config.saliency_input_size)
             x = frame_t if frame_t.ndim == 3 else frame_t[:, :, None]
             x = x.permute(2, 0, 1)[None].float()
             t = F.interpolate(x, size=(h, w), mode="area")[0].permute(1, 2, 0)

@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..core.selection import saliency_input_hw, select_crops
+from ..core.resize import saliency_input
+from ..core.selection import select_crops
 from .targets import centernet_targets
 
 HELD_OUT_FIRST_SEED = 1_000_000  # scenes with seed >= this are for evaluation only
@@ -41,12 +42,6 @@ def default_mask_fn() -> MaskFn:
     from .scenes import oracle_mask
 
     return oracle_mask
-
-
-def downscale(image: np.ndarray, long_side: int) -> np.ndarray:
-    """Frame -> saliency input exactly as the pipeline makes it (INTER_AREA, sides % 32 == 0)."""
-    h, w = saliency_input_hw(image.shape[:2], long_side)
-    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
 
 
 @dataclass
@@ -77,7 +72,7 @@ class SceneBank:
         self.items: list[BankItem] = []
         for sc in scenes:
             image = _rgb(sc.image)
-            small = downscale(image, saliency_input_size)
+            small = saliency_input(image, saliency_input_size)  # as the pipeline makes it
             out_hw = (small.shape[0] // stride, small.shape[1] // stride)
             boxes = np.asarray(sc.boxes, np.float32).reshape(-1, 4)
             mask = mask_fn(boxes, image.shape[:2], out_hw).astype(np.float32)
