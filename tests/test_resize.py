@@ -40,7 +40,7 @@ def test_power_of_two_downscale_matches_inter_area_within_one_level() -> None:
         ((2001, 1999), (512, 512), 3),  # odd sides: one direct area step
         ((1080, 1920), (288, 512), 3),  # a camera frame: one halving, then a 1.875x area step
         ((1200, 1600), (384, 512), None),  # mono
-        ((700, 300), (512, 224), 3),  # taller than the output on one axis only: no halving
+        ((700, 300), (512, 224), 3),  # under 2x on both axes: one direct area step
     ],
 )
 def test_other_sizes_stay_close_to_inter_area(hw, out_hw, channels) -> None:
