@@ -3,7 +3,25 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+class StridedPointwiseConv(nn.Conv2d):
+    """A 1x1 convolution with stride > 1 (a residual block's projection shortcut).
+
+    Where gradients are recorded it runs as "take every stride-th pixel, then a 1x1 convolution
+    at stride 1": the same weights and the same outputs, but not oneDNN's strided 1x1 backward,
+    which corrupts the heap (glibc aborts with "double free or corruption") for channels_last
+    inputs with 6-15 channels on AVX-512 CPUs (torch 2.13.0+cpu, AMD EPYC with avx512_bf16).
+    Inference (no grad) keeps the stock strided kernel: nothing changes in speed or output.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return super().forward(x)
+        sy, sx = self.stride
+        return F.conv2d(x[:, :, ::sy, ::sx], self.weight, self.bias, 1, 0, 1, self.groups)
 
 
 class ConvBNAct(nn.Sequential):
@@ -12,8 +30,9 @@ class ConvBNAct(nn.Sequential):
     def __init__(
         self, cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, act: bool = True
     ) -> None:
+        conv = StridedPointwiseConv if k == 1 and stride > 1 else nn.Conv2d
         layers: list[nn.Module] = [
-            nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+            conv(cin, cout, k, stride, k // 2, groups=groups, bias=False),
             nn.BatchNorm2d(cout),
         ]
         if act:
