@@ -225,7 +225,7 @@ def _quadratic_stage(
     x = torch.linspace(-1, 1, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32)
     seen: list[dict[str, torch.Tensor]] = []
 
-    def step(i: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def step(i: int, _batch: None) -> tuple[torch.Tensor, dict[str, float]]:
         if i == kill_at:
             raise _Killed
         seen.append({k: v.detach().clone() for k, v in net.state_dict().items()})
@@ -591,3 +591,122 @@ def test_pdn_train_parses_and_rejects_domain_weights(tmp_path, capsys) -> None:
         assert main(["--det-domain-weights", bad, "--work-dir", str(tmp_path)]) == 2
         assert "--det-domain-weights takes DOMAIN=W" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("cin", [8, 12, 24])
+def test_strided_pointwise_conv_trains_like_the_stock_one(cin: int) -> None:
+    """The projection shortcut's grad-mode path (subsample, then 1x1) gives the stock strided
+    convolution's outputs and gradients, on the channels_last shapes (6-15 input channels) whose
+    stock backward corrupts the heap on AVX-512 CPUs; under no_grad it is the stock kernel."""
+    from pdn_perception.core.models.blocks import StridedPointwiseConv
+
+    torch.manual_seed(0)
+    ours = StridedPointwiseConv(cin, 16, 1, 2, bias=False).to(memory_format=torch.channels_last)
+    stock = torch.nn.Conv2d(cin, 16, 1, 2, bias=False)
+    stock.weight.data.copy_(ours.weight.data)
+    x = torch.rand(2, cin, 65, 64)  # odd height: the last row is kept, as the stride-2 conv does
+    xa = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    xb = x.clone().requires_grad_()
+    ya, yb = ours(xa), stock(xb)
+    assert ya.shape == yb.shape == (2, 16, 33, 32)
+    torch.testing.assert_close(ya, yb)
+    (ya * torch.arange(ya.numel()).reshape(ya.shape)).sum().backward()
+    (yb * torch.arange(yb.numel()).reshape(yb.shape)).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-2)  # float32 sums up to 1e5
+    torch.testing.assert_close(ours.weight.grad, stock.weight.grad, rtol=1e-4, atol=1e-2)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(xa), stock(xb))
+
+
+def test_prefetcher_hands_out_the_sequential_batches_and_rewinds_the_rng() -> None:
+    from pdn_perception.train.prefetch import Prefetcher
+
+    def make(rng: np.random.Generator) -> np.ndarray:
+        return rng.integers(0, 1 << 30, 3)
+
+    seq = np.random.default_rng(5)
+    expected, states = [], []
+    for _ in range(4):
+        expected.append(make(seq))
+        states.append(seq.bit_generator.state)
+    rng = np.random.default_rng(5)
+    with Prefetcher(make, rng, depth=2) as feed:
+        for want, state in zip(expected[:3], states[:3], strict=True):
+            assert np.array_equal(next(feed), want)
+            assert feed.rng_state == state  # what a checkpoint after this batch must store
+    # The thread had made batches ahead; closing rewinds, so the 4th draw is the 4th batch.
+    assert np.array_equal(make(rng), expected[3])
+
+
+def test_prefetcher_raises_the_makers_own_error_in_order() -> None:
+    from pdn_perception.train.prefetch import Prefetcher
+
+    calls = []
+
+    def make(rng: np.random.Generator) -> int:
+        calls.append(1)
+        if len(calls) == 3:
+            raise ValueError("scene 7 has no pixels")
+        return len(calls)
+
+    with Prefetcher(make, np.random.default_rng(0)) as feed:
+        assert [next(feed), next(feed)] == [1, 2]
+        with pytest.raises(ValueError, match="scene 7"):
+            next(feed)
+    with pytest.raises(ValueError, match="depth"):
+        Prefetcher(make, np.random.default_rng(0), depth=0)
+
+
+def _two_stage_config(small_train_config, **overrides):
+    return small_train_config(
+        seed=3,
+        saliency=StageBudget(steps=6),
+        detector=StageBudget(steps=8),
+        joint=StageBudget(steps=2),
+        det_peaks=4,
+        **overrides,
+    )
+
+
+def test_prefetching_trains_bit_identical_weights(bank: SceneBank, small_train_config) -> None:
+    runs = []
+    for prefetch in (True, False):
+        cfg = _two_stage_config(small_train_config, prefetch=prefetch)
+        trainer = Trainer(cfg, bank, model_config=TINY)
+        trainer.run()
+        runs.append(trainer.model.state_dict())
+    for k, v in runs[0].items():
+        assert torch.equal(v, runs[1][k]), k
+
+
+def test_a_run_killed_mid_detector_stage_resumes_to_the_same_weights(
+    bank: SceneBank, tmp_path, small_train_config, monkeypatch
+) -> None:
+    """The checkpoint after step k stores the RNG as it was after batch k, not after the
+    batches the thread had already made ahead, so the resumed run sees the same batches."""
+    import pdn_perception.train.trainer as trainer_mod
+
+    cfg = _two_stage_config(small_train_config, checkpoint_every_s=0.0)
+    whole = Trainer(cfg, bank, model_config=TINY)
+    whole.run()
+
+    real = trainer_mod.detector_loss
+    calls = []
+
+    def dying(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:  # step 4: steps 0-3 are checkpointed, batches 5-6 made ahead
+            raise _Killed
+        return real(*args, **kwargs)
+
+    ckpt = tmp_path / "ckpt.safetensors"
+    monkeypatch.setattr(trainer_mod, "detector_loss", dying)
+    with pytest.raises(_Killed):
+        Trainer(cfg, bank, model_config=TINY, checkpoint_path=ckpt).run()
+    monkeypatch.setattr(trainer_mod, "detector_loss", real)
+    resumed = Trainer(cfg, bank, model_config=TINY, checkpoint_path=ckpt)
+    resumed.resume_from(ckpt)
+    assert (resumed.state.stage, resumed.state.step) == ("detector", 4)
+    resumed.run()
+    for k, v in whole.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k

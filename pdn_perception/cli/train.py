@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=0,
-        help="torch threads (0 = all cores; 1 can be faster when other processes load the CPU)",
+        help="torch threads (0 = all cores but one, which makes the next batch meanwhile)",
     )
     p.add_argument(
         "--device",

@@ -205,17 +205,32 @@ class Dihedral:
         return b
 
 
+#: (gain (B, 3, 1, 1), bias (B, 1, 1, 1)) of one batch's photometric jitter
+Photometric = tuple[np.ndarray, np.ndarray]
+
+
+def photometric_params(batch: int, rng: np.random.Generator, strength: float = 0.15) -> Photometric:
+    """Per-image gain (B, 3, 1, 1) and bias (B, 1, 1, 1) of ``apply_photometric``: drawn apart
+    from applying them, so a batch-making thread can draw them with the batch."""
+    gain = rng.uniform(1 - strength, 1 + strength, (batch, 1, 1, 1))
+    gain = gain * rng.uniform(1 - strength / 3, 1 + strength / 3, (batch, 3, 1, 1))  # colour cast
+    bias = rng.uniform(-100 * strength, 100 * strength, (batch, 1, 1, 1))
+    return gain, bias
+
+
+def apply_photometric(x: torch.Tensor, gain: np.ndarray, bias: np.ndarray) -> torch.Tensor:
+    """Contrast/brightness/colour jitter of float images (B, 3, H, W) 0..255 about each image's
+    mean, with ``photometric_params``' gain and bias."""
+    g = torch.from_numpy(gain).float().to(x.device)
+    b = torch.from_numpy(bias).float().to(x.device)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return ((x - mean) * g + mean + b).clamp_(0, 255)
+
+
 def photometric(x: torch.Tensor, rng: np.random.Generator, strength: float = 0.15) -> torch.Tensor:
     """Per-image contrast/brightness jitter plus a slight colour cast, on float images
-    (B, 3, H, W) 0..255, in place: cheap diversity beyond the generator's own variation."""
-    b = x.shape[0]
-    gain = rng.uniform(1 - strength, 1 + strength, (b, 1, 1, 1))
-    gain = gain * rng.uniform(1 - strength / 3, 1 + strength / 3, (b, 3, 1, 1))  # colour cast
-    gain = torch.from_numpy(gain).float().to(x.device)
-    bias = rng.uniform(-100 * strength, 100 * strength, (b, 1, 1, 1))
-    bias = torch.from_numpy(bias).float().to(x.device)
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return ((x - mean) * gain + mean + bias).clamp_(0, 255)
+    (B, 3, H, W) 0..255: cheap diversity beyond the generator's own variation."""
+    return apply_photometric(x, *photometric_params(x.shape[0], rng, strength))
 
 
 def to_nchw(batch: np.ndarray) -> torch.Tensor:

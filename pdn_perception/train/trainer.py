@@ -39,16 +39,21 @@ from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .data import (
     DetectorBatch,
     Dihedral,
+    Photometric,
+    SaliencyBatch,
     SceneBank,
+    apply_photometric,
     collate_detector,
     detector_sample,
     photometric,
+    photometric_params,
     sample_detector_batch,
     sample_saliency_batch,
     to_nchw,
 )
 from .ema import WeightEMA
 from .losses import detector_loss, saliency_loss
+from .prefetch import Prefetcher
 
 STAGES: tuple[str, ...] = ("saliency", "detector", "joint")
 _EMA_KEYS = "ema."  # prefix of the weight average among a checkpoint's extra tensors
@@ -121,7 +126,11 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 30
     checkpoint_every_s: float = 60.0
-    threads: int = 0  # torch threads; 0 = all cores (1 can be faster on a CPU shared with others)
+    # torch threads; 0 = all cores but one, which the batch-making thread keeps busy
+    threads: int = 0
+    # make the next batch in a background thread during each step (results are bit-identical
+    # either way; off only to rule it out when debugging)
+    prefetch: bool = True
     device: str = "auto"  # auto (CUDA when present, else CPU) | cpu | cuda | cuda:N
     progress: bool = True
 
@@ -237,7 +246,7 @@ class Trainer:
         self._resume_opt: dict[str, Any] | None = None
         self._resume_extra: dict[str, torch.Tensor] = {}
         tune_cpu_allocator()
-        torch.set_num_threads(config.threads or max(1, os.cpu_count() or 1))
+        torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) - 1))
 
     # -- checkpoints ----------------------------------------------------------------------
     def resume_from(self, path: str | Path) -> None:
@@ -255,11 +264,18 @@ class Trainer:
         self._resume_opt = ck.optimizer_state
         self._resume_extra = ck.extra
 
-    def _save(self, opt: torch.optim.Optimizer | None, ema: WeightEMA | None = None) -> None:
+    def _save(
+        self,
+        opt: torch.optim.Optimizer | None,
+        ema: WeightEMA | None = None,
+        rng_state: dict[str, Any] | None = None,
+    ) -> None:
+        """``rng_state`` overrides the live RNG's state (which a batch thread has moved ahead)."""
         if self.checkpoint_path is not None:
             extra = ema.tensors(_EMA_KEYS) if ema is not None else None
+            rng = rng_state if rng_state is not None else self.rng
             save_checkpoint(
-                self.checkpoint_path, self.model, self.state, opt, self.rng, self.run_args, extra
+                self.checkpoint_path, self.model, self.state, opt, rng, self.run_args, extra
             )
 
     # -- common loop ----------------------------------------------------------------------
@@ -276,10 +292,15 @@ class Trainer:
         budget: StageBudget,
         module: torch.nn.Module,
         lr: float,
-        step_fn: Callable[[int], tuple[torch.Tensor, dict[str, float]]],
+        step_fn: Callable[[int, Any], tuple[torch.Tensor, dict[str, float]]],
+        make_batch: Callable[[np.random.Generator], Any] | None = None,
     ) -> StageResult:
         """Shared optimisation loop over ``module``'s parameters: AdamW, warm-up + cosine by
-        budget fraction, checkpoints; the stage ends on the weight average when EMA is on."""
+        budget fraction, checkpoints; the stage ends on the weight average when EMA is on.
+
+        ``step_fn(step, batch)`` returns the loss. With ``make_batch(rng)`` batches are made
+        one step ahead in a background thread (``Prefetcher``; bit-identical results) and
+        ``step_fn`` must not draw from ``self.rng``; without it ``batch`` is None."""
         cfg = self.config
         params = list(module.parameters())
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
@@ -304,32 +325,41 @@ class Trainer:
         )
         last_ckpt = time.monotonic()
         t_start = time.monotonic() - st.elapsed_s
-        while budget.progress(st.step, st.elapsed_s) < 1.0:
-            frac = budget.progress(st.step, st.elapsed_s)
-            warm = min(1.0, (st.step + 1) / max(1, cfg.warmup_steps))
-            for g in opt.param_groups:
-                g["lr"] = lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
-            loss, parts = step_fn(st.step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 10.0)
-            opt.step()
-            if ema is not None:
-                ema.update()
-            st.step += 1
-            st.elapsed_s = time.monotonic() - t_start
-            losses.append(float(loss.detach()))
-            bar.update()
-            if st.step % 5 == 0:
-                bar.set_postfix(
-                    loss=f"{np.mean(losses[-20:]):.3f}",
-                    min=f"{st.elapsed_s / 60:.1f}",
-                    **{k: f"{v:.3f}" for k, v in parts.items()},
-                )
-            if time.monotonic() - last_ckpt > cfg.checkpoint_every_s:
-                st.history[f"{name}_losses"] = losses[-200:]
-                self._save(opt, ema)
-                last_ckpt = time.monotonic()
+        feed = Prefetcher(make_batch, self.rng) if make_batch and cfg.prefetch else None
+        try:
+            while budget.progress(st.step, st.elapsed_s) < 1.0:
+                frac = budget.progress(st.step, st.elapsed_s)
+                warm = min(1.0, (st.step + 1) / max(1, cfg.warmup_steps))
+                for g in opt.param_groups:
+                    g["lr"] = lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
+                if feed is not None:
+                    batch = next(feed)
+                else:
+                    batch = make_batch(self.rng) if make_batch is not None else None
+                loss, parts = step_fn(st.step, batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 10.0)
+                opt.step()
+                if ema is not None:
+                    ema.update()
+                st.step += 1
+                st.elapsed_s = time.monotonic() - t_start
+                losses.append(float(loss.detach()))
+                bar.update()
+                if st.step % 5 == 0:
+                    bar.set_postfix(
+                        loss=f"{np.mean(losses[-20:]):.3f}",
+                        min=f"{st.elapsed_s / 60:.1f}",
+                        **{k: f"{v:.3f}" for k, v in parts.items()},
+                    )
+                if time.monotonic() - last_ckpt > cfg.checkpoint_every_s:
+                    st.history[f"{name}_losses"] = losses[-200:]
+                    self._save(opt, ema, feed.rng_state if feed is not None else None)
+                    last_ckpt = time.monotonic()
+        finally:
+            if feed is not None:
+                feed.close()  # stops the thread; rewinds self.rng to just after the last batch
         bar.close()
         if ema is not None:
             ema.copy_to_module()
@@ -355,17 +385,23 @@ class Trainer:
         steps_per_epoch = max(1, math.ceil(len(self.bank) / cfg.sal_batch))
         frozen_steps = cfg.freeze_backbone_epochs * steps_per_epoch
 
-        def step(i: int) -> tuple[torch.Tensor, dict[str, float]]:
+        def make(rng: np.random.Generator) -> tuple[SaliencyBatch, Photometric]:
+            b = sample_saliency_batch(self.bank, rng, cfg.sal_batch, cfg.sal_window)
+            return b, photometric_params(cfg.sal_batch, rng)
+
+        def step(
+            i: int, batch: tuple[SaliencyBatch, Photometric]
+        ) -> tuple[torch.Tensor, dict[str, float]]:
             sal.backbone.requires_grad_(i >= frozen_steps)
-            b = sample_saliency_batch(self.bank, self.rng, cfg.sal_batch, cfg.sal_window)
-            x = photometric(self._dev(b.images), self.rng)  # (B, 3, S, S)
+            b, photo = batch
+            x = apply_photometric(self._dev(b.images), *photo)  # (B, 3, S, S)
             with self._autocast():
                 logits = sal(x.contiguous(memory_format=torch.channels_last))  # (B, 1, S/4, S/4)
             loss, parts = saliency_loss(logits, self._dev(b.masks))
             parts["frozen"] = float(i < frozen_steps)
             return loss, parts
 
-        res = self._loop("saliency", cfg.saliency, sal, cfg.sal_lr, step)
+        res = self._loop("saliency", cfg.saliency, sal, cfg.sal_lr, step, make)
         sal.backbone.requires_grad_(True)
         return res
 
@@ -378,18 +414,21 @@ class Trainer:
         )
 
     def _detector_forward(
-        self, b: DetectorBatch
+        self, b: DetectorBatch, photo: Photometric
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Photometric augmentation, then the detector, on a detector batch's crops."""
-        x = photometric(self._dev(b.images), self.rng)  # (B, 3, S, S)
+        x = apply_photometric(self._dev(b.images), *photo)  # (B, 3, S, S)
         with self._autocast():
             return self.model.detector(x.contiguous(memory_format=torch.channels_last))
 
-    def _detector_batch(self, item_p: np.ndarray | None) -> DetectorBatch:
+    def _detector_batch(
+        self, rng: np.random.Generator, item_p: np.ndarray | None
+    ) -> tuple[DetectorBatch, Photometric]:
+        """A batch of crops and its photometric jitter (drawn after it, from the same RNG)."""
         cfg = self.config
-        return sample_detector_batch(
+        b = sample_detector_batch(
             self.bank,
-            self.rng,
+            rng,
             cfg.det_batch,
             cfg.det_crop,
             len(self.model.classes),
@@ -399,6 +438,7 @@ class Trainer:
             self.model.detector.stride,
             item_p,
         )
+        return b, photometric_params(cfg.det_batch, rng)
 
     def train_detector(self) -> StageResult:
         cfg = self.config
@@ -407,13 +447,18 @@ class Trainer:
         det.train()
         item_p = self.bank.item_weights(dict(cfg.det_domain_weights))
 
-        def step(i: int) -> tuple[torch.Tensor, dict[str, float]]:
-            b = self._detector_batch(item_p)
-            out = self._detector_forward(b)
+        def step(
+            i: int, batch: tuple[DetectorBatch, Photometric]
+        ) -> tuple[torch.Tensor, dict[str, float]]:
+            b, photo = batch
+            out = self._detector_forward(b, photo)
             targets = (self._dev(t) for t in (b.heat, b.size, b.offset, b.reg_mask))
             return detector_loss(out, *targets, giou_weight=cfg.det_giou_weight)
 
-        res = self._loop("detector", cfg.detector, det, cfg.det_lr, step)
+        def make(rng: np.random.Generator) -> tuple[DetectorBatch, Photometric]:
+            return self._detector_batch(rng, item_p)
+
+        res = self._loop("detector", cfg.detector, det, cfg.det_lr, step, make)
         if item_p is not None and cfg.det_bn_batches > 0:
             self.recalibrate_detector_bn(cfg.det_bn_batches)
             self._save(None)
@@ -432,7 +477,7 @@ class Trainer:
         det.train()
         with torch.no_grad():
             for _ in range(batches):
-                self._detector_forward(self._detector_batch(None))
+                self._detector_forward(*self._detector_batch(self.rng, None))
         for m, mom in zip(bns, momenta, strict=True):
             m.momentum = mom
 
@@ -445,7 +490,7 @@ class Trainer:
         n_cls = len(model.classes)
         identity = Dihedral()
 
-        def step(i: int) -> tuple[torch.Tensor, dict[str, float]]:
+        def step(i: int, _batch: None) -> tuple[torch.Tensor, dict[str, float]]:
             smalls, masks, frames = [], [], []
             for _ in range(cfg.joint_frames):
                 it = self.bank.items[int(self.rng.integers(len(self.bank)))]
