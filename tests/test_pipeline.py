@@ -173,3 +173,34 @@ def test_model_files_round_trip_and_fail_clearly(tiny_model: PatchDriveModel, tm
     save_file({"w": torch.zeros(2)}, str(other))
     with pytest.raises(ModelLoadError, match="not a pdn_perception model"):
         load_model(other)
+
+
+def test_cpu_bf16_weights_compute_what_autocast_computes(
+    tiny_model: PatchDriveModel, monkeypatch
+) -> None:
+    """On CPUs with bf16 units the CPU backend runs a bf16 copy of the weights on bf16 pixels
+    (exact for 0..255) instead of autocast over fp32 weights: the same arithmetic, so the same
+    outputs, without re-casting the weights every call. (bf16 is emulated elsewhere: the
+    comparison holds on any CPU.)"""
+    import torch
+
+    import pdn_perception.core.backends as backends
+
+    monkeypatch.setattr(backends, "cpu_supports_bf16", lambda: True)
+    pipe = Pipeline(PipelineConfig(backend="cpu"), model=tiny_model)
+    assert pipe.runtime.dtype == torch.bfloat16 and "bf16" in pipe.runtime.reason
+    ref = backends._eval_copy(tiny_model, torch.device("cpu"), torch.float32)
+    crops = torch.randint(0, 256, (2, 128, 128, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
+    cl = crops.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        want = [o.float() for o in ref.detector(cl)]
+        want_sal = ref.saliency(cl[:1]).float()
+    got = pipe.runtime.detector(crops.to(torch.bfloat16))
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(
+        pipe.runtime.saliency(crops[:1].to(torch.bfloat16)), want_sal, atol=2e-2, rtol=2e-2
+    )
+    result = pipe(np.random.default_rng(2).integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    assert result.saliency.dtype == np.float32 and np.isfinite(result.saliency).all()
