@@ -40,7 +40,7 @@ def _recall(model: PatchDriveModel, scenes) -> tuple[float, int]:
 def test_shipped_model_finds_most_objects_in_topk_k4(scenes) -> None:
     recall, total = _recall(load_model(), scenes)
     assert total >= 20
-    # The shipped model finds 82 of these 93 objects (0.88) with the default settings;
+    # The shipped model finds 86 of these 93 objects (0.92) with the default settings;
     # 0.7 leaves room for thread-count nondeterminism while a random model scores ~0.
     assert recall >= 0.7, f"shipped model recall {recall:.3f} on {total} held-out objects"
 

@@ -93,15 +93,15 @@ class TrainConfig:
     crop_size: int = 512  # inference crop size, used by the joint stage
     top_k: int = 4  # crops per frame in the joint stage
     # (a) saliency
-    saliency: StageBudget = field(default_factory=lambda: StageBudget(steps=1500))
+    saliency: StageBudget = field(default_factory=lambda: StageBudget(steps=2500))
     sal_batch: int = 8
     sal_window: int = 256
     sal_lr: float = 4e-3
     freeze_backbone_epochs: int = 1
     # (b) detector
-    detector: StageBudget = field(default_factory=lambda: StageBudget(steps=6000))
+    detector: StageBudget = field(default_factory=lambda: StageBudget(steps=16000))
     det_batch: int = 16
-    det_crop: int = 192
+    det_crop: int = 128
     det_lr: float = 4e-3
     det_mix: tuple[float, float, float] = (0.6, 0.25, 0.15)  # objects, peaks, random
     det_peaks: int = 8  # saliency peaks per scene used as hard-negative centres
@@ -114,7 +114,7 @@ class TrainConfig:
     # a domain-weighted detector stage, so inference statistics match the evaluation mix
     det_bn_batches: int = 100
     # (c) joint
-    joint: StageBudget = field(default_factory=lambda: StageBudget(steps=400))
+    joint: StageBudget = field(default_factory=lambda: StageBudget(steps=600))
     joint_frames: int = 1
     joint_lr: float = 1e-3
     joint_sal_weight: float = 0.5
