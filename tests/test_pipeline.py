@@ -129,8 +129,8 @@ def test_gpu_backends_skip_cleanly_without_cuda(tiny_model: PatchDriveModel) -> 
 def test_compile_backend_on_cpu_matches_eager(
     tiny_model: PatchDriveModel, frame, monkeypatch
 ) -> None:
-    """The opt-in inductor path (weights frozen into the graph, fp32) gives fp32 eager's
-    answers (eager runs bf16 autocast on CPUs with bf16 units: compared in fp32 here)."""
+    """The opt-in inductor path (weights frozen into the graph) gives eager's answers, in fp32
+    and with the bf16 weights both use on CPUs with bf16 units (emulated elsewhere)."""
     import torch
 
     import pdn_perception.core.backends as backends
@@ -150,6 +150,14 @@ def test_compile_backend_on_cpu_matches_eager(
     r_c, r_e = compiled(frame), eager(frame)
     assert r_c.crop_boxes.tolist() == r_e.crop_boxes.tolist()
     np.testing.assert_allclose(r_c.saliency, r_e.saliency, atol=1e-4)
+    # Where the CPU has bf16 units both run a bf16 copy of the weights: still the same answers.
+    monkeypatch.setattr(backends, "cpu_supports_bf16", lambda: True)
+    eager16 = Pipeline(PipelineConfig(backend="cpu"), model=tiny_model)
+    compiled16 = Pipeline(PipelineConfig(backend="compile"), model=tiny_model)
+    assert compiled16.runtime.dtype == eager16.runtime.dtype == torch.bfloat16
+    crops16 = crops.to(torch.bfloat16)
+    for a, b in zip(compiled16.runtime.detector(crops16), eager16.runtime.detector(crops16)):
+        torch.testing.assert_close(a, b, atol=5e-2, rtol=5e-2)
 
 
 def test_model_files_round_trip_and_fail_clearly(tiny_model: PatchDriveModel, tmp_path) -> None:

@@ -268,7 +268,10 @@ class CompileBackend:
 
             return run
 
-        return _cpu_runtime(self.name, model, wrap, "inductor, frozen")
+        bf16 = cpu_supports_bf16()
+        weights = torch.bfloat16 if bf16 else torch.float32
+        note = "bf16 weights" if bf16 else "fp32"
+        return _cpu_runtime(self.name, model, wrap, f"inductor, frozen, {note}", weights)
 
 
 def engine_cache_key(model: nn.Module, shapes: tuple, precision: str) -> str:
