@@ -143,21 +143,19 @@ def _as_float(out: Tensor | DetectorOut) -> Tensor | DetectorOut:
 
 
 def _cpu_runtime(
-    name: str,
-    model: PatchDriveModel,
-    wrap: Callable[[nn.Module], Callable],
-    reason: str,
-    weights: torch.dtype = torch.float32,
+    name: str, model: PatchDriveModel, wrap: Callable[[nn.Module], Callable], reason: str
 ) -> Runtime:
-    """What every CPU backend shares: allocator, threads, the folded copy (fp32 weights take
-    uint8 input; bf16 weights take bf16 input, exact for pixel values 0..255); ``wrap`` turns
-    each network into the callable the pipeline runs."""
+    """What every CPU backend shares: allocator, threads, and the folded copy: bf16 weights
+    fed bf16 pixels (exact for 0..255) where the CPU has bf16 units, else fp32 weights fed
+    uint8 pixels; ``wrap`` turns each network into the callable the pipeline runs."""
     tune_cpu_allocator()
     torch.set_num_threads(cpu_threads())
     dev = torch.device("cpu")
-    m = _eval_copy(model, dev, weights)
-    dtype = torch.uint8 if weights == torch.float32 else weights
-    return Runtime(name, dev, dtype, wrap(m.saliency), wrap(m.detector), reason)
+    bf16 = cpu_supports_bf16()
+    m = _eval_copy(model, dev, torch.bfloat16 if bf16 else torch.float32)
+    dtype = torch.bfloat16 if bf16 else torch.uint8
+    note = "bf16 weights" if bf16 else "fp32 (no native bf16 on this CPU)"
+    return Runtime(name, dev, dtype, wrap(m.saliency), wrap(m.detector), f"{reason}, {note}")
 
 
 class CpuBackend:
@@ -174,8 +172,6 @@ class CpuBackend:
         return True, "always available"
 
     def build(self, model: PatchDriveModel, config: PipelineConfig) -> Runtime:
-        bf16 = cpu_supports_bf16()
-
         def wrap(net: nn.Module) -> Callable:
             def run(x: Tensor):
                 with torch.inference_mode():
@@ -183,9 +179,7 @@ class CpuBackend:
 
             return run
 
-        note = "bf16 weights" if bf16 else "fp32 (no native bf16 on this CPU)"
-        weights = torch.bfloat16 if bf16 else torch.float32
-        return _cpu_runtime(self.name, model, wrap, f"CPU eager, {note}", weights)
+        return _cpu_runtime(self.name, model, wrap, "CPU eager")
 
 
 class CudaBackend:
@@ -268,10 +262,7 @@ class CompileBackend:
 
             return run
 
-        bf16 = cpu_supports_bf16()
-        weights = torch.bfloat16 if bf16 else torch.float32
-        note = "bf16 weights" if bf16 else "fp32"
-        return _cpu_runtime(self.name, model, wrap, f"inductor, frozen, {note}", weights)
+        return _cpu_runtime(self.name, model, wrap, "inductor, frozen")
 
 
 def engine_cache_key(model: nn.Module, shapes: tuple, precision: str) -> str:

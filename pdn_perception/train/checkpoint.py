@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -54,14 +53,14 @@ def save_checkpoint(
     model: PatchDriveModel,
     state: TrainState,
     optimizer: torch.optim.Optimizer | None,
-    rng: np.random.Generator | dict[str, Any],
+    rng_state: dict[str, Any],
     run_args: dict[str, Any],
     extra: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Atomically write everything needed to resume (tmp file + rename: a kill never leaves a
-    half-written checkpoint). ``rng`` is the numpy generator or its ``bit_generator.state``
-    (what a batch-making thread hands out with each batch). ``extra`` tensors (the stage's
-    weight average) are stored as they are, under ``extra.``."""
+    half-written checkpoint). ``rng_state`` is the numpy generator's ``bit_generator.state``
+    as of the last batch used. ``extra`` tensors (the stage's weight average) are stored as
+    they are, under ``extra.``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -74,7 +73,7 @@ def save_checkpoint(
         "model_config": json.dumps(model.config.to_dict()),
         "state": state.to_json(),
         "param_groups": groups,
-        "numpy_rng": json.dumps(rng if isinstance(rng, dict) else rng.bit_generator.state),
+        "numpy_rng": json.dumps(rng_state),
         "run_args": json.dumps(run_args),
     }
     tmp = path.with_suffix(path.suffix + ".tmp")

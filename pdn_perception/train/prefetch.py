@@ -67,18 +67,11 @@ class Prefetcher(Generic[T]):
         return self
 
     def __next__(self) -> T:
-        while True:
-            try:
-                item = self._queue.get(timeout=0.5)
-                break
-            except queue.Empty:
-                if not self._thread.is_alive() and self._queue.empty():
-                    item = _DONE
-                    break
-        if item is _DONE:
-            if self._error is not None:
-                raise self._error  # the producer's own exception, with its traceback
-            raise RuntimeError("the batch-making thread stopped")
+        # Blocking is safe: until ``close`` the producer only ends by queueing _DONE.
+        item = self._queue.get()
+        if item is _DONE:  # the producer's own exception, with its traceback
+            err = self._error
+            raise err if err is not None else RuntimeError("the batch-making thread stopped")
         batch, self.rng_state = item
         return batch
 

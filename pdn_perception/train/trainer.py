@@ -273,7 +273,7 @@ class Trainer:
         """``rng_state`` overrides the live RNG's state (which a batch thread has moved ahead)."""
         if self.checkpoint_path is not None:
             extra = ema.tensors(_EMA_KEYS) if ema is not None else None
-            rng = rng_state if rng_state is not None else self.rng
+            rng = rng_state if rng_state is not None else self.rng.bit_generator.state
             save_checkpoint(
                 self.checkpoint_path, self.model, self.state, opt, rng, self.run_args, extra
             )
