@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -25,7 +26,7 @@ from pdn_perception.train.data import (
 from pdn_perception.train.evaluate import coco_ground_truth, coco_metrics
 from pdn_perception.train.losses import masked_giou
 from pdn_perception.train.targets import centernet_targets
-from pdn_perception.train.trainer import StageBudget, TrainConfig, Trainer
+from pdn_perception.train.trainer import STAGES, StageBudget, TrainConfig, Trainer
 
 TINY = ModelConfig(
     classes=("a", "b"),
@@ -216,7 +217,7 @@ class _Killed(RuntimeError):
 
 
 def _quadratic_stage(
-    trainer: Trainer, steps: int, kill_at: int | None = None
+    trainer: Trainer, steps: int, kill_at: int | None = None, budget: StageBudget | None = None
 ) -> list[dict[str, torch.Tensor]]:
     """Drive ``Trainer._loop`` on the saliency net with a fixed input and a deterministic loss
     (no sampling), recording the weights each step starts from; ``kill_at`` raises there, as
@@ -231,8 +232,54 @@ def _quadratic_stage(
         seen.append({k: v.detach().clone() for k, v in net.state_dict().items()})
         return (net(x).float() - 1.0).pow(2).mean(), {}
 
-    trainer._loop("saliency", StageBudget(steps=steps), net, 1e-2, step)
+    trainer._loop("saliency", budget or StageBudget(steps=steps), net, 1e-2, step)
     return seen
+
+
+def test_a_time_cap_leaves_the_schedule_alone_where_the_steps_fit() -> None:
+    """The default budgets carry a time cap; on a machine fast enough the schedule must be the
+    step schedule exactly (so the command reproduces the shipped model), and on a slow one it
+    must reach 1 at the cap, continuously (no jump in the learning rate)."""
+    cap = StageBudget(steps=1000, max_minutes=10.0)  # fits at any pace <= 0.6 s a step
+    plain = StageBudget(steps=1000)
+    for pace in (0.1, 0.3, 0.6):  # seconds a step, plus a slow first step
+        for step in range(0, 1001, 50):
+            t = 5.0 + pace * step
+            if t <= 600:
+                assert cap.progress(step, t) == plain.progress(step, t)
+    slow = [cap.progress(step, 1.2 * step) for step in range(0, 501)]  # 1.2 s a step
+    assert slow[-1] == 1.0 and slow[250] == pytest.approx(0.25)  # step-led until half the cap
+    steps = np.diff(slow)
+    assert steps.min() >= 0 and steps.max() < 0.005  # monotonic, no jump in the rate
+    with pytest.raises(ValueError, match="max_minutes caps a step budget"):
+        StageBudget(max_minutes=3.0)
+    default = TrainConfig()
+    assert all(getattr(default, s).steps and getattr(default, s).max_minutes for s in STAGES)
+
+
+def test_a_time_cap_ends_a_stage_that_would_overrun(bank: SceneBank, small_train_config) -> None:
+    trainer = Trainer(small_train_config(), bank, model_config=TINY)
+    t0 = time.monotonic()
+    seen = _quadratic_stage(trainer, 0, budget=StageBudget(steps=10**7, max_minutes=0.02))
+    assert 1.0 <= time.monotonic() - t0 < 10.0  # 1.2 s cap
+    assert 0 < len(seen) < 10**7
+    assert trainer.state.history["saliency"]["steps"] == len(seen)
+
+
+def test_pdn_train_budgets_default_to_capped_steps_and_flags_replace_them() -> None:
+    from pdn_perception.cli.train import _stage_budgets, build_parser
+
+    def budgets(*argv: str) -> dict[str, StageBudget]:
+        return _stage_budgets(build_parser().parse_args(list(argv)))
+
+    default = TrainConfig()
+    assert budgets() == {s: getattr(default, s) for s in STAGES}
+    uncapped = budgets("--no-time-cap")
+    assert all(uncapped[s] == StageBudget(steps=getattr(default, s).steps) for s in STAGES)
+    mixed = budgets("--det-steps", "50")
+    assert mixed["detector"] == StageBudget(steps=50) and mixed["joint"] == default.joint
+    timed = budgets("--minutes", "10")
+    assert timed["detector"] == StageBudget(minutes=7.5) and timed["saliency"].steps == 0
 
 
 def test_stage_ends_on_the_weight_average_and_a_resume_keeps_it(
