@@ -260,7 +260,9 @@ def test_a_time_cap_leaves_the_schedule_alone_where_the_steps_fit() -> None:
 def test_a_time_cap_ends_a_stage_that_would_overrun(bank: SceneBank, small_train_config) -> None:
     trainer = Trainer(small_train_config(), bank, model_config=TINY)
     t0 = time.monotonic()
-    seen = _quadratic_stage(trainer, 0, budget=StageBudget(steps=10**7, max_minutes=0.02))
+    # 10^7 steps would take hours: without the cap the stage is killed at step 50000 and fails
+    budget = StageBudget(steps=10**7, max_minutes=0.02)
+    seen = _quadratic_stage(trainer, 0, kill_at=50_000, budget=budget)
     assert 1.0 <= time.monotonic() - t0 < 10.0  # 1.2 s cap
     assert 0 < len(seen) < 10**7
     assert trainer.state.history["saliency"]["steps"] == len(seen)
