@@ -1,7 +1,9 @@
 """``pdn-train``: train the default PatchDrive model (saliency -> detector -> joint) on synthetic
 scenes, save it as safetensors with its training record, and score it on held-out scenes.
 
-    pdn-train                      # the shipped model: ~23 min on 2 idle CPU cores, 30 at most
+    pdn-train                      # the shipped model's recipe: ~23 min on 2 bf16 CPU cores;
+                                   # time caps end it within 30 min on slower CPUs
+    pdn-train --no-time-cap        # the full recipe however long it takes
     pdn-train --minutes 3 --scenes 30 --eval-frames 5 --out /tmp/quick.safetensors
     pdn-train --resume             # continue a killed run from runs/train/checkpoint.safetensors
     pdn-train --model-config large # the ResNet-18-class detector (for GPU-sized budgets)
