@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -169,6 +170,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeUnderTest]:
 
 def test_autostart_makes_the_node_active(node: NodeUnderTest) -> None:
     assert node.peer.request("state")["state"] == "active"
+    # the log says which backend runs and in what precision (bf16 or fp32 on a CPU)
+    assert re.search(r"configured: backend cpu \(.*(bf16|fp32)", node.output())
 
 
 def test_detections_crops_saliency_carry_the_input_header(node: NodeUnderTest) -> None:

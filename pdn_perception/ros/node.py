@@ -150,8 +150,8 @@ class PdnPerceptionNode(LifecycleNode):
             "debug_image": self.create_lifecycle_publisher(Image, "~/debug_image", img_qos),
         }
         self.get_logger().info(
-            f"configured: backend {pipeline.backend}, classes {list(pipeline.classes)}, "
-            f"warm-up {warm_ms:.0f} ms"
+            f"configured: backend {pipeline.backend} ({pipeline.runtime.reason}), "
+            f"classes {list(pipeline.classes)}, warm-up {warm_ms:.0f} ms"
         )
         return super().on_configure(state)
 
