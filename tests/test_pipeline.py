@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import pdn_perception.core.backends as backends
 from pdn_perception.core import FrameError, Pipeline, PipelineConfig, Result
 from pdn_perception.core.backends import BackendUnavailable, resolve
 from pdn_perception.core.models import ModelLoadError, load_model, save_model
@@ -117,7 +118,6 @@ def test_backend_registry_resolves_and_explains() -> None:
 
 
 def test_gpu_backends_skip_cleanly_without_cuda(tiny_model: PatchDriveModel) -> None:
-    import torch
 
     if torch.cuda.is_available():
         pytest.skip("CUDA present: covered by test_gpu.py")
@@ -131,9 +131,6 @@ def test_compile_backend_on_cpu_matches_eager(
 ) -> None:
     """The opt-in inductor path (weights frozen into the graph) gives eager's answers, in fp32
     and with the bf16 weights both use on CPUs with bf16 units (emulated elsewhere)."""
-    import torch
-
-    import pdn_perception.core.backends as backends
     from pdn_perception.core.backends import cxx_compiler
 
     if torch.cuda.is_available():
@@ -161,7 +158,6 @@ def test_compile_backend_on_cpu_matches_eager(
 
 
 def test_model_files_round_trip_and_fail_clearly(tiny_model: PatchDriveModel, tmp_path) -> None:
-    import torch
 
     path = save_model(tiny_model, tmp_path / "m.safetensors")
     loaded = load_model(path)
@@ -190,9 +186,6 @@ def test_cpu_bf16_weights_compute_what_autocast_computes(
     (exact for 0..255) instead of autocast over fp32 weights: the same arithmetic, so the same
     outputs, without re-casting the weights every call. (bf16 is emulated elsewhere: the
     comparison holds on any CPU.)"""
-    import torch
-
-    import pdn_perception.core.backends as backends
 
     monkeypatch.setattr(backends, "cpu_supports_bf16", lambda: True)
     pipe = Pipeline(PipelineConfig(backend="cpu"), model=tiny_model)

@@ -20,6 +20,7 @@ import platform
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -201,8 +202,7 @@ def _stage_budgets(args: argparse.Namespace) -> dict[str, Any]:
             # Default: TrainConfig's step budget with its time cap. Steps, so the same command
             # gives the same model on any machine fast enough; the cap binds only on slower ones.
             default = getattr(TrainConfig(), stage)
-            cap = 0.0 if args.no_time_cap else default.max_minutes
-            out[stage] = StageBudget(steps=default.steps, max_minutes=cap)
+            out[stage] = replace(default, max_minutes=0.0) if args.no_time_cap else default
             continue
         out[stage] = StageBudget(steps=steps or 0, minutes=minutes)
     return out
