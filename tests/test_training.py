@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from types import SimpleNamespace
 
@@ -717,11 +718,22 @@ def _two_stage_config(small_train_config, **overrides):
     )
 
 
+def test_prefetch_runs_only_where_a_core_is_free_for_it() -> None:
+    from pdn_perception.train.trainer import uses_prefetch
+
+    assert uses_prefetch(True, "cpu", torch_threads=1, cores=2)
+    assert not uses_prefetch(True, "cpu", torch_threads=2, cores=2)  # the default on 2 cores
+    assert uses_prefetch(True, "cuda", torch_threads=16, cores=16)
+    assert not uses_prefetch(False, "cuda", torch_threads=1, cores=16)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: no core is free to prefetch")
 def test_prefetching_trains_bit_identical_weights(bank: SceneBank, small_train_config) -> None:
     runs = []
     for prefetch in (True, False):
-        cfg = _two_stage_config(small_train_config, prefetch=prefetch)
+        cfg = _two_stage_config(small_train_config, prefetch=prefetch)  # threads=1
         trainer = Trainer(cfg, bank, model_config=TINY)
+        assert trainer.prefetch is prefetch
         trainer.run()
         runs.append(trainer.model.state_dict())
     for k, v in runs[0].items():

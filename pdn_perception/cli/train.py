@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=0,
-        help="torch threads (0 = all cores but one, which makes the next batch meanwhile)",
+        help="torch threads (0 = all cores; with fewer, a free core makes the next batch)",
     )
     p.add_argument(
         "--device",
