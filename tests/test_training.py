@@ -84,6 +84,21 @@ def test_centernet_targets_decode_back_to_the_boxes(stride: int) -> None:
         assert (t.reg_mask == 1).sum() == 3 and (t.reg_mask > 0).sum() == 27
 
 
+def test_adjacent_objects_each_keep_the_regression_cells_nearest_to_them() -> None:
+    """Two cars two cells apart: each centre cell, and each cell nearer one centre, decodes that
+    car's box; the cell halfway stays with the first (a later object needs more weight)."""
+    cars = np.array([[16, 16, 28, 26], [24, 16, 36, 26]], np.float32)  # centres 2 cells apart
+    t = centernet_targets(cars, np.array([0, 0]), (16, 16), 1)
+    cy = 5
+    for x, car in ((4, 0), (5, 0), (6, 0), (7, 1), (8, 1)):  # centre cells 5 and 7
+        centre = (np.array([x, cy]) + t.offset[:, cy, x]) * 4
+        wh = np.exp(t.size[:, cy, x]) * 4
+        box = [*(centre - wh / 2), *(centre + wh / 2)]
+        np.testing.assert_allclose(box, cars[car], atol=1e-3, err_msg=f"cell {x}")
+    assert t.reg_mask[cy, 5] == t.reg_mask[cy, 7] == 1.0
+    assert 0.0 < t.reg_mask[cy, 6] < 1.0
+
+
 def test_box_fraction_stretches_heat_and_regression_along_a_long_box() -> None:
     boat = np.array([[20, 40, 60, 52]], np.float32)  # 40x12 px: 10x3 cells
     plain = centernet_targets(boat, np.array([0]), (32, 32), 1)

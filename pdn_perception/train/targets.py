@@ -128,11 +128,11 @@ def centernet_targets(
         )  # (len(ys), len(xs))
         wgt *= _REG_TOTAL / max(float(wgt.sum()), _REG_TOTAL)  # no object outweighs a 3x3 one
         wgt[iy - ys[0], ix - xs[0]] = 1.0  # the centre cell always has full weight
-        for a, jy in enumerate(ys):
-            for b, jx in enumerate(xs):
-                if wgt[a, b] <= reg_mask[jy, jx]:
-                    continue  # a nearer (or smaller) object owns this cell
-                size[:, jy, jx] = log_wh
-                offset[:, jy, jx] = (cx - jx, cy - jy)
-                reg_mask[jy, jx] = wgt[a, b]
+        win = (slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
+        own = wgt > reg_mask[win]  # cells where no nearer (or smaller) object has more weight
+        for c in range(2):
+            size[c][win][own] = log_wh[c]
+        offset[0][win][own] = np.broadcast_to(cx - xs[None, :], own.shape)[own]
+        offset[1][win][own] = np.broadcast_to(cy - ys[:, None], own.shape)[own]
+        reg_mask[win][own] = wgt[own]
     return CropTargets(heat, size, offset, reg_mask)
