@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 from types import SimpleNamespace
 
@@ -695,10 +696,13 @@ def test_prefetcher_hands_out_the_sequential_batches_and_rewinds_the_rng() -> No
         expected.append(make(seq))
         states.append(seq.bit_generator.state)
     rng = np.random.default_rng(5)
+    interval = sys.getswitchinterval()
     with Prefetcher(make, rng, depth=2) as feed:
+        assert sys.getswitchinterval() < interval  # the trainer's op launches wait less
         for want, state in zip(expected[:3], states[:3], strict=True):
             assert np.array_equal(next(feed), want)
             assert feed.rng_state == state  # what a checkpoint after this batch must store
+    assert sys.getswitchinterval() == interval
     # The thread had made batches ahead; closing rewinds, so the 4th draw is the 4th batch.
     assert np.array_equal(make(rng), expected[3])
 
