@@ -8,7 +8,7 @@ import torch
 
 import pdn_perception.core.backends as backends
 from pdn_perception.core import FrameError, Pipeline, PipelineConfig, Result
-from pdn_perception.core.backends import BackendUnavailable, resolve
+from pdn_perception.core.backends import BackendUnavailable, cxx_compiler, resolve
 from pdn_perception.core.models import ModelLoadError, load_model, save_model
 from pdn_perception.core.models.patchdrive import ModelConfig, PatchDriveModel
 
@@ -118,7 +118,6 @@ def test_backend_registry_resolves_and_explains() -> None:
 
 
 def test_gpu_backends_skip_cleanly_without_cuda(tiny_model: PatchDriveModel) -> None:
-
     if torch.cuda.is_available():
         pytest.skip("CUDA present: covered by test_gpu.py")
     for name in ("cuda", "tensorrt"):
@@ -131,8 +130,6 @@ def test_compile_backend_on_cpu_matches_eager(
 ) -> None:
     """The opt-in inductor path (weights frozen into the graph) gives eager's answers, in fp32
     and with the bf16 weights both use on CPUs with bf16 units (emulated elsewhere)."""
-    from pdn_perception.core.backends import cxx_compiler
-
     if torch.cuda.is_available():
         pytest.skip("CUDA present: the compile backend runs on the GPU (test_gpu.py)")
     if cxx_compiler() is None:
@@ -158,7 +155,6 @@ def test_compile_backend_on_cpu_matches_eager(
 
 
 def test_model_files_round_trip_and_fail_clearly(tiny_model: PatchDriveModel, tmp_path) -> None:
-
     path = save_model(tiny_model, tmp_path / "m.safetensors")
     loaded = load_model(path)
     x = torch.rand(1, 3, 128, 128) * 255

@@ -286,9 +286,10 @@ class Trainer:
         self._resume_opt: dict[str, Any] | None = None
         self._resume_extra: dict[str, torch.Tensor] = {}
         tune_cpu_allocator()
-        torch.set_num_threads(config.threads or os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+        torch.set_num_threads(config.threads or cores)
         self.prefetch = uses_prefetch(
-            config.prefetch, self.device.type, torch.get_num_threads(), os.cpu_count() or 1
+            config.prefetch, self.device.type, torch.get_num_threads(), cores
         )
 
     # -- checkpoints ----------------------------------------------------------------------
