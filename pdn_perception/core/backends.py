@@ -6,13 +6,14 @@ the device and input dtype they expect. The pipeline never cares which backend i
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import dataclasses
 import hashlib
 import importlib.util
-import itertools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from .config import PipelineConfig
+from .fusion import conv_act_fusion_available, fuse_conv_act, fuse_conv_bn
 from .models.blocks import first_conv
 from .models.patchdrive import PatchDriveModel
 
@@ -47,6 +49,11 @@ class Runtime:
     saliency: Callable[[Tensor], Tensor]  # (1, 3, H, W) -> (1, 1, H/4, W/4) logits
     detector: Callable[[Tensor], DetectorOut]  # (B, 3, S, S) -> heat, size, offset
     reason: str  # why this backend (for logs and diagnostics)
+    # threads_for(n): a context that runs torch with the intra-op threads worth that much work
+    # (n: input pixels of a network call, or elements of the maps an elementwise step reads)
+    threads_for: Callable[[int], contextlib.AbstractContextManager] = lambda pixels: (
+        contextlib.nullcontext()
+    )
 
 
 class Backend(Protocol):
@@ -69,21 +76,6 @@ def register(backend: Backend) -> Backend:
     return backend
 
 
-def fuse_conv_bn(module: nn.Module) -> nn.Module:
-    """Fold every eval-mode BatchNorm that directly follows a Conv2d in a Sequential (in place)."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    for child in module.children():
-        fuse_conv_bn(child)
-    if isinstance(module, nn.Sequential):
-        mods = list(module._modules.items())
-        for (na, a), (nb, b) in itertools.pairwise(mods):
-            if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
-                module._modules[na] = fuse_conv_bn_eval(a, b)
-                module._modules[nb] = nn.Identity()
-    return module
-
-
 def cpu_threads() -> int:
     """Intra-op threads for CPU inference: $OMP_NUM_THREADS when set (cores pinned for the node
     on a vehicle computer), else every core."""
@@ -101,6 +93,43 @@ def cpu_supports_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+#: bf16 calls of fewer input pixels than this run on one thread. On 2 cores a parallel region
+#: costs a wake-up of the other thread (passive OpenMP waiting, see ``pdn_perception``), which
+#: outweighs the split for small work: on the 2-core AMX Xeon (2026-12-02, idle) the saliency
+#: net on one 512² frame took 3.5 ms on one thread and 5.1 ms on two, one crop 4.7 vs 6.1 ms,
+#: two crops 7.5-8.2 vs 7.6 ms, four 16 vs 11 ms; decoding the heat maps (3 x 128² a crop)
+#: of four crops 2.4 vs 3.4 ms, of eight 5.1 vs 4.9 ms.
+#: fp32 (no bf16 units) does 3x more work per op and keeps every thread: not measured there.
+PARALLEL_MIN_PIXELS = 2 * 512 * 512
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore (a cheap switch)."""
+    prev = torch.get_num_threads()
+    if n == prev:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+def cpu_thread_policy(
+    threads: int, bf16: bool
+) -> Callable[[int], contextlib.AbstractContextManager]:
+    """``Runtime.threads_for`` on CPU: all ``threads`` for work of at least
+    ``PARALLEL_MIN_PIXELS`` (always in fp32), else one."""
+
+    def threads_for(pixels: int) -> contextlib.AbstractContextManager:
+        parallel = not bf16 or pixels >= PARALLEL_MIN_PIXELS
+        return intra_op_threads(threads if parallel else 1)
+
+    return threads_for
 
 
 _ALLOCATOR_TUNED = False
@@ -143,19 +172,40 @@ def _as_float(out: Tensor | DetectorOut) -> Tensor | DetectorOut:
 
 
 def _cpu_runtime(
-    name: str, model: PatchDriveModel, wrap: Callable[[nn.Module], Callable], reason: str
+    name: str,
+    model: PatchDriveModel,
+    wrap: Callable[[nn.Module], Callable],
+    reason: str,
+    fuse_act: bool = False,
 ) -> Runtime:
     """What every CPU backend shares: allocator, threads, and the folded copy: bf16 weights
     fed bf16 pixels (exact for 0..255) where the CPU has bf16 units, else fp32 weights fed
-    uint8 pixels; ``wrap`` turns each network into the callable the pipeline runs."""
+    uint8 pixels; ``fuse_act`` also fuses ReLUs and skip adds into the convolutions (eager
+    only: inductor does its own fusion); ``wrap`` turns each network into the callable."""
     tune_cpu_allocator()
-    torch.set_num_threads(cpu_threads())
+    threads = cpu_threads()
+    torch.set_num_threads(threads)
     dev = torch.device("cpu")
     bf16 = cpu_supports_bf16()
     m = _eval_copy(model, dev, torch.bfloat16 if bf16 else torch.float32)
+    notes = ["bf16 weights" if bf16 else "fp32 (no native bf16 on this CPU)"]
+    if fuse_act:
+        ok, why = conv_act_fusion_available()
+        if ok:
+            fuse_conv_act(m)
+        notes.append("ReLU and skip adds fused into the convolutions" if ok else f"unfused: {why}")
+    if bf16 and threads > 1:
+        notes.append(f"one thread for calls under {PARALLEL_MIN_PIXELS} pixels")
     dtype = torch.bfloat16 if bf16 else torch.uint8
-    note = "bf16 weights" if bf16 else "fp32 (no native bf16 on this CPU)"
-    return Runtime(name, dev, dtype, wrap(m.saliency), wrap(m.detector), f"{reason}, {note}")
+    return Runtime(
+        name,
+        dev,
+        dtype,
+        wrap(m.saliency),
+        wrap(m.detector),
+        ", ".join([reason, *notes]),
+        cpu_thread_policy(threads, bf16),
+    )
 
 
 class CpuBackend:
@@ -179,7 +229,7 @@ class CpuBackend:
 
             return run
 
-        return _cpu_runtime(self.name, model, wrap, "CPU eager")
+        return _cpu_runtime(self.name, model, wrap, "CPU eager", fuse_act=True)
 
 
 class CudaBackend:
@@ -386,4 +436,4 @@ def build_runtime(model: PatchDriveModel, config: PipelineConfig) -> Runtime:
     rt = backend.build(model, config)
     reason = f"{why}; {rt.reason}"
     log.info("backend %s: %s", rt.name, reason)
-    return Runtime(rt.name, rt.device, rt.dtype, rt.saliency, rt.detector, reason)
+    return dataclasses.replace(rt, reason=reason)

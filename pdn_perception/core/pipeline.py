@@ -191,11 +191,15 @@ class Pipeline:
         plan = plan_batches(len(crops), self._per_crop_bytes, budget, cfg.max_batch_size)
         stride = self.model.detector.stride
 
+        rt = self.runtime
+
         def run(batch: torch.Tensor):
-            heat, size, off = self.runtime.detector(batch)
-            b, s, lab = decode(
-                heat, size, off, stride, MAX_PER_CROP, vote_iou=cfg.box_vote_iou
-            )  # (B, M, 4), (B, M), (B, M)
+            with rt.threads_for(batch.shape[0] * batch.shape[2] * batch.shape[3]):
+                heat, size, off = rt.detector(batch)
+            with rt.threads_for(heat.numel()):  # elementwise ops over the heat maps
+                b, s, lab = decode(
+                    heat, size, off, stride, MAX_PER_CROP, vote_iou=cfg.box_vote_iou
+                )  # (B, M, 4), (B, M), (B, M)
             return b.cpu().numpy(), s.cpu().numpy(), lab.cpu().numpy()
 
         per_crop = []
@@ -219,8 +223,9 @@ class Pipeline:
         timings["preprocess"] = _ms(t0)
 
         t0 = time.perf_counter()
-        logits = self.runtime.saliency(small)  # (1, 1, h/4, w/4)
-        saliency = torch.sigmoid(logits.float())[0, 0].cpu().numpy()  # (h/4, w/4)
+        with self.runtime.threads_for(small.shape[2] * small.shape[3]):
+            logits = self.runtime.saliency(small)  # (1, 1, h/4, w/4)
+            saliency = torch.sigmoid(logits.float())[0, 0].cpu().numpy()  # (h/4, w/4)
         sal_h, sal_w = saliency.shape
         scale = (fw / sal_w, fh / sal_h)
         timings["saliency"] = _ms(t0)

@@ -1,0 +1,109 @@
+"""Inference rewrites (core/fusion.py): the fused CPU model computes what the unfused one does."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pdn_perception.core import backends
+from pdn_perception.core.config import PipelineConfig
+from pdn_perception.core.fusion import (
+    FusedBasicBlock,
+    FusedConv2d,
+    conv_act_fusion_available,
+    fuse_conv_act,
+)
+from pdn_perception.core.models.blocks import BasicBlock
+from pdn_perception.core.models.patchdrive import ModelConfig, PatchDriveModel
+from pdn_perception.core.pipeline import Pipeline
+
+FUSION_OK, FUSION_WHY = conv_act_fusion_available()
+needs_fusion = pytest.mark.skipif(not FUSION_OK, reason=f"no fused convolution: {FUSION_WHY}")
+
+
+def _random_stats_model(config: ModelConfig, seed: int = 0) -> PatchDriveModel:
+    """Random weights and random BatchNorm statistics, so the BN fold is not an identity and
+    about half of every pre-activation is negative (the ReLUs do something)."""
+    torch.manual_seed(seed)
+    model = PatchDriveModel(config)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+@needs_fusion
+@pytest.mark.parametrize(
+    "config",
+    [ModelConfig(), ModelConfig(detector_stride=2), ModelConfig.large()],
+    ids=["light", "light-stride2", "resnet18"],
+)
+def test_fused_model_matches_unfused_fp32(config: ModelConfig) -> None:
+    ref = backends._eval_copy(_random_stats_model(config), torch.device("cpu"), torch.float32)
+    fused = fuse_conv_act(copy.deepcopy(ref))
+    # Every ReLU went into a convolution and every residual block into its second conv.
+    assert not any(isinstance(m, nn.ReLU | BasicBlock) for m in fused.modules())
+    assert any(isinstance(m, FusedBasicBlock) for m in fused.modules())
+    assert sum(isinstance(m, FusedConv2d) for m in fused.modules()) > 10
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (2, 3, 96, 128), generator=gen).float()
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for want, got in zip(ref.detector(x), fused.detector(x), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(fused.saliency(x), ref.saliency(x), rtol=1e-4, atol=1e-4)
+
+
+@needs_fusion
+def test_fused_bf16_stays_within_bf16_rounding() -> None:
+    """bf16: the fused add rounds once instead of twice, so outputs differ by rounding only."""
+    model = _random_stats_model(ModelConfig())
+    ref = backends._eval_copy(model, torch.device("cpu"), torch.float32)
+    fused = fuse_conv_act(backends._eval_copy(model, torch.device("cpu"), torch.bfloat16))
+    x = torch.randint(0, 256, (2, 3, 128, 128), generator=torch.Generator().manual_seed(2))
+    x = x.float().contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want = ref.detector(x)[0]
+        got = fused.detector(x.to(torch.bfloat16))[0].float()
+    scale = want.abs().max().item()
+    assert (got - want).abs().max().item() < 0.05 * scale
+
+
+@needs_fusion
+def test_cpu_backend_runs_the_fused_model(tiny_model: PatchDriveModel) -> None:
+    pipe = Pipeline(PipelineConfig(backend="cpu"), model=tiny_model)
+    assert "fused" in pipe.runtime.reason
+    frame = np.random.default_rng(3).integers(0, 255, (600, 800, 3), dtype=np.uint8)
+    result = pipe(frame)
+    assert np.isfinite(result.saliency).all() and len(result.crop_boxes) > 0
+
+
+def test_fusion_refuses_what_it_cannot_express() -> None:
+    with pytest.raises(ValueError, match="zero-padded"):
+        FusedConv2d(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), relu=True)
+    # An unfusable pattern (ReLU after something other than a conv) is left as it is.
+    seq = nn.Sequential(nn.Identity(), nn.ReLU())
+    assert isinstance(fuse_conv_act(seq)[1], nn.ReLU)
+
+
+def test_cpu_thread_policy_runs_small_bf16_work_on_one_thread() -> None:
+    """Small bf16 calls run on one thread (a wake-up of the other costs more than the split);
+    large ones and every fp32 call get all threads; the previous count is always restored."""
+    before = torch.get_num_threads()
+    small, large = backends.PARALLEL_MIN_PIXELS - 1, backends.PARALLEL_MIN_PIXELS
+    bf16 = backends.cpu_thread_policy(3, bf16=True)
+    fp32 = backends.cpu_thread_policy(3, bf16=False)
+    for policy, pixels, want in ((bf16, small, 1), (bf16, large, 3), (fp32, small, 3)):
+        with policy(pixels):
+            assert torch.get_num_threads() == want
+        assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="inside"), bf16(small):
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
