@@ -4,8 +4,8 @@
 ``fuse_conv_act`` then hands each convolution its ReLU, and each residual block its skip add,
 as oneDNN post-ops (``torch.ops.mkldnn._convolution_pointwise``, the kernel inductor emits for
 the same patterns): the activation is written once instead of written, read and written again.
-A separate bf16 ReLU pass is slow on CPU (0.4 ms for four crops' 24 x 128² maps, 2 Xeon cores
-with AMX); in the shipped model those passes were a fifth of the pipeline's time per frame.
+A separate bf16 ReLU pass is slow on CPU (0.25 ms for four crops' 24 x 128² maps on the 2-core
+AMX Xeon); fusing took topk K=4 from 30.8 to 26.4 ms a frame there, tiles from 83.6 to 59.9.
 """
 
 from __future__ import annotations
