@@ -74,6 +74,24 @@ def test_non_square_small_and_mono_frames(tiny_model: PatchDriveModel, shape: tu
     assert 1 <= len(r.crop_boxes) <= 4
 
 
+@pytest.mark.parametrize("shape", [(300, 700, 3), (300, 200)])
+def test_crops_of_a_small_frame_hold_its_pixels_and_zeros_around_them(
+    tiny_model: PatchDriveModel, shape: tuple
+) -> None:
+    """Crops smaller than crop_size are zero-padded (the buffer is left unfilled only where
+    every crop fills it); mono is repeated to three channels."""
+    f = np.random.default_rng(4).integers(1, 255, shape, dtype=np.uint8)
+    p = Pipeline(PipelineConfig(mode="tiles", backend="cpu"), model=tiny_model)
+    boxes = p(f).crop_boxes
+    crops = p._extract(p._to_device(f), boxes).float()  # (K, 3, S, S)
+    rgb = f if f.ndim == 3 else np.repeat(f[:, :, None], 3, axis=2)
+    for crop, (x1, y1, x2, y2) in zip(crops, boxes.tolist(), strict=True):
+        h, w = y2 - y1, x2 - x1
+        want = torch.from_numpy(rgb[y1:y2, x1:x2]).permute(2, 0, 1).float()
+        assert torch.equal(crop[:, :h, :w], want)
+        assert crop[:, h:, :].abs().sum() == 0 and crop[:, :, w:].abs().sum() == 0
+
+
 def test_k_changes_between_calls_without_rebuild(tiny_model: PatchDriveModel, frame) -> None:
     p = Pipeline(PipelineConfig(backend="cpu"), model=tiny_model)
     p8 = p.reconfigure(p.config.replace(top_k=8))
