@@ -112,10 +112,8 @@ def fuse_conv_act(module: nn.Module) -> nn.Module:
     """
     for name, child in list(module.named_children()):
         if isinstance(child, BasicBlock):
-            module._modules[name] = FusedBasicBlock(child)
-            fuse_conv_act(module._modules[name].conv1)
-        else:
-            fuse_conv_act(child)
+            child = module._modules[name] = FusedBasicBlock(child)
+        fuse_conv_act(child)  # a fused block's conv1 still holds its ReLU
     if isinstance(module, nn.Sequential):
         live = [(n, m) for n, m in module._modules.items() if not isinstance(m, nn.Identity)]
         for (na, a), (nb, b) in itertools.pairwise(live):

@@ -196,11 +196,10 @@ class Pipeline:
         budget = memory_budget(self.runtime.device, cfg.memory_budget_mb, cfg.memory_reserve_mb)
         plan = plan_batches(len(crops), self._per_crop_bytes, budget, cfg.max_batch_size)
         stride = self.model.detector.stride
-
         rt = self.runtime
 
         def run(batch: torch.Tensor):
-            with rt.threads_for(batch.shape[0] * batch.shape[2] * batch.shape[3]):
+            with rt.threads_for(batch[:, 0].numel()):  # input pixels, B * H * W
                 heat, size, off = rt.detector(batch)
             with rt.threads_for(heat.numel()):  # elementwise ops over the heat maps
                 b, s, lab = decode(
@@ -229,7 +228,7 @@ class Pipeline:
         timings["preprocess"] = _ms(t0)
 
         t0 = time.perf_counter()
-        with self.runtime.threads_for(small.shape[2] * small.shape[3]):
+        with self.runtime.threads_for(small[:, 0].numel()):
             logits = self.runtime.saliency(small)  # (1, 1, h/4, w/4)
             saliency = torch.sigmoid(logits.float())[0, 0].cpu().numpy()  # (h/4, w/4)
         sal_h, sal_w = saliency.shape
