@@ -41,9 +41,10 @@ def render_overlay(
     small = area_resize(frame, (oh, ow))  # the pipeline's downscale: fast at 4x too
     if small.ndim == 2:
         small = cv2.cvtColor(small, cv2.COLOR_GRAY2RGB)
-    out = cv2.addWeighted(
-        small, 1.0 - heat_alpha, heatmap_rgb(result.saliency, (oh, ow)), heat_alpha, 0
-    )
+    out = small if small is not frame else small.copy()  # boxes are drawn into ``out``
+    if result.saliency is not None:  # tiles and global results hold none by default
+        heat = heatmap_rgb(result.saliency, (oh, ow))
+        out = cv2.addWeighted(small, 1.0 - heat_alpha, heat, heat_alpha, 0)
     thick = max(1, round(2 * s * 2))
     for x1, y1, x2, y2 in result.crop_boxes:
         p1 = (int(x1 * s), int(y1 * s))

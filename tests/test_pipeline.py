@@ -24,9 +24,14 @@ def _check_result(r: Result, frame_hw: tuple[int, int], n_crops: int | None) -> 
         assert r.labels.max() < len(r.class_names)
     if n_crops is not None:
         assert r.crop_boxes.shape == (n_crops, 4)
-    assert r.saliency.ndim == 2 and r.saliency.min() >= 0.0 and r.saliency.max() <= 1.0
+    stages = {"preprocess", "select", "detect", "merge", "total"}
+    if r.mode == "topk":  # the baselines run no saliency net by default
+        assert r.saliency.ndim == 2 and r.saliency.min() >= 0.0 and r.saliency.max() <= 1.0
+        stages.add("saliency")
+    else:
+        assert r.saliency is None and r.saliency_scale is None
+    assert set(r.timings_ms) == stages
     assert r.frame_hw == frame_hw
-    assert {"preprocess", "saliency", "select", "detect", "merge", "total"} <= set(r.timings_ms)
     assert r.backend == "cpu"
 
 
@@ -54,6 +59,18 @@ def test_every_mode_returns_well_formed_result(
     assert r.mode == mode
     if mode != "global":
         assert sum(r.batch_sizes) == n_crops, "every crop went through the detector"
+
+
+@pytest.mark.parametrize("mode", ["tiles", "global"])
+def test_saliency_all_modes_gives_the_baselines_the_topk_saliency_map(
+    tiny_model: PatchDriveModel, frame: np.ndarray, mode: str
+) -> None:
+    topk = Pipeline(PipelineConfig(backend="cpu"), model=tiny_model)
+    r = topk.reconfigure(topk.config.replace(mode=mode, saliency_all_modes=True))(frame)
+    want = topk(frame)
+    np.testing.assert_array_equal(r.saliency, want.saliency)
+    assert r.saliency_scale == want.saliency_scale == (16.0, 16.0)
+    assert "saliency" in r.timings_ms
 
 
 @pytest.mark.parametrize("mode", ["topk", "tiles", "global"])

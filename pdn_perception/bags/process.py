@@ -177,7 +177,8 @@ def _write_result(out: BagWriter, timestamp: int, result: Any, header: Any) -> N
 
     out.write(DETECTIONS_TOPIC, timestamp, result_to_detections(result, header))
     out.write(CROPS_TOPIC, timestamp, result_to_crops(result, header))
-    out.write(SALIENCY_TOPIC, timestamp, result_to_saliency(result, header))
+    if result.saliency is not None:  # tiles and global modes skip it unless asked
+        out.write(SALIENCY_TOPIC, timestamp, result_to_saliency(result, header))
 
 
 __all__ = ["ProcessSummary", "process_bag"]

@@ -42,15 +42,16 @@ class FrameResult:
         for lab in self.labels:
             if lab not in names:
                 names.append(lab)
-        sal = self.saliency if self.saliency is not None else np.zeros((1, 1), np.float32)
         crops = self.crops if self.crops is not None else np.zeros((0, 4), np.int64)
         return Result(
             boxes=self.boxes,
             scores=self.scores,
             labels=np.array([names.index(lab) for lab in self.labels], np.int64),
             crop_boxes=crops,
-            saliency=sal,
-            saliency_scale=(frame_hw[1] / sal.shape[1], frame_hw[0] / sal.shape[0]),
+            saliency=self.saliency,
+            saliency_scale=None
+            if self.saliency is None
+            else (frame_hw[1] / self.saliency.shape[1], frame_hw[0] / self.saliency.shape[0]),
             frame_hw=frame_hw,
             mode="topk",
             backend="",

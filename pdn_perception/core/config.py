@@ -153,6 +153,12 @@ class PipelineConfig(_Validated):
     tile_overlap: float = _param(
         0.0, "overlap between neighbouring tiles (tiles mode)", range=(0.0, 0.9)
     )
+    # Off: the baselines cost what tiling and one global pass cost, not a saliency pass more.
+    saliency_all_modes: bool = _param(
+        False,
+        "also run the saliency net in tiles and global modes (for ~/saliency and overlays); "
+        "topk always runs it",
+    )
     # 0.4: best F1 of the shipped model on held-out scenes (0.84; recall 0.75, precision 0.94)
     score_threshold: float = _param(0.4, "minimum detection score kept", range=(0.0, 1.0))
     # 0.7: AP@[.5:.95] 0.431 -> 0.450 on the 60 held-out frames of the model card (AP@0.5 equal),

@@ -1,7 +1,8 @@
 """``Pipeline(config)(frame) -> Result``: the whole PatchDrive method on one frame, no ROS.
 
-Stages: downscale -> global saliency -> Patch Drive selection (top-K / tiles / none) ->
-shared-weight detector over the crops in memory-aware batches -> merge into frame coordinates.
+Stages: downscale -> global saliency (topk; every mode with ``saliency_all_modes``) -> Patch
+Drive selection (top-K / tiles / none) -> shared-weight detector over the crops in memory-aware
+batches -> merge into frame coordinates.
 Selection runs on a tiny map under no_grad; only the selected crops are processed at full
 resolution.
 """
@@ -49,8 +50,10 @@ class Result:
     scores: np.ndarray  # (N,) float32
     labels: np.ndarray  # (N,) int64 indices into class_names
     crop_boxes: np.ndarray  # (K, 4) int64 crops (topk) or tiles; (0, 4) in global mode
-    saliency: np.ndarray  # (h, w) float32 in [0, 1]
-    saliency_scale: tuple[float, float]  # frame pixels per saliency cell (sx, sy)
+    # (h, w) float32 in [0, 1]; None where the mode did not need it (tiles, global) unless
+    # config.saliency_all_modes asked for it
+    saliency: np.ndarray | None
+    saliency_scale: tuple[float, float] | None  # frame pixels per saliency cell (sx, sy)
     frame_hw: tuple[int, int]
     mode: str
     backend: str
@@ -227,13 +230,16 @@ class Pipeline:
         small = self._downscale(frame, frame_t)  # (1, 3, h, w)
         timings["preprocess"] = _ms(t0)
 
-        t0 = time.perf_counter()
-        with self.runtime.threads_for(small[:, 0].numel()):
-            logits = self.runtime.saliency(small)  # (1, 1, h/4, w/4)
-            saliency = torch.sigmoid(logits.float())[0, 0].cpu().numpy()  # (h/4, w/4)
-        sal_h, sal_w = saliency.shape
-        scale = (fw / sal_w, fh / sal_h)
-        timings["saliency"] = _ms(t0)
+        saliency: np.ndarray | None = None
+        scale: tuple[float, float] | None = None
+        if cfg.mode == "topk" or cfg.saliency_all_modes:
+            t0 = time.perf_counter()
+            with self.runtime.threads_for(small[:, 0].numel()):
+                logits = self.runtime.saliency(small)  # (1, 1, h/4, w/4)
+                saliency = torch.sigmoid(logits.float())[0, 0].cpu().numpy()  # (h/4, w/4)
+            sal_h, sal_w = saliency.shape
+            scale = (fw / sal_w, fh / sal_h)
+            timings["saliency"] = _ms(t0)
 
         t0 = time.perf_counter()
         stats = BatchStats()
@@ -278,7 +284,7 @@ class Pipeline:
             scores=scores,
             labels=labels,
             crop_boxes=crop_boxes,
-            saliency=saliency.astype(np.float32, copy=False),
+            saliency=None if saliency is None else saliency.astype(np.float32, copy=False),
             saliency_scale=scale,
             frame_hw=(fh, fw),
             mode=cfg.mode,

@@ -200,6 +200,8 @@ def result_to_crops(result: Result, header: Header) -> BoundingBox2DArray:
 
 def result_to_saliency(result: Result, header: Header) -> Image:
     """Saliency map as mono8 at saliency resolution (255 = most salient)."""
+    if result.saliency is None:
+        raise ValueError(f"this {result.mode}-mode result holds no saliency map")
     return numpy_to_image(saliency_to_mono8(result.saliency), "mono8", header)
 
 

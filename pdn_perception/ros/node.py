@@ -251,7 +251,8 @@ class PdnPerceptionNode(LifecycleNode):
         lat_stamp = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
         lat_receipt = (time.monotonic() - t_receipt) * 1e3
         self._pubs["crops"].publish(convert.result_to_crops(result, header))
-        self._pubs["saliency"].publish(convert.result_to_saliency(result, header))
+        if result.saliency is not None:  # tiles and global modes skip it unless asked
+            self._pubs["saliency"].publish(convert.result_to_saliency(result, header))
         debug = self._pubs["debug_image"]
         if node_cfg.publish_debug_image and debug.get_subscription_count() > 0:
             overlay = render_overlay(frame, result, node_cfg.debug_image_size)
