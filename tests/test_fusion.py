@@ -107,3 +107,14 @@ def test_cpu_thread_policy_runs_small_bf16_work_on_one_thread() -> None:
     with pytest.raises(RuntimeError, match="inside"), bf16(small):
         raise RuntimeError("inside")
     assert torch.get_num_threads() == before
+
+
+def test_small_calls_parallel_measures_both_thread_counts_and_restores() -> None:
+    """The CPU runtime's one-off measurement: real timings of a real net on 1 and on N threads,
+    the thread count restored afterwards, and the answer consistent with the timings."""
+    before = torch.get_num_threads()
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()).eval()
+    parallel, one, par = backends.small_calls_parallel(net, 2, torch.float32, size=64, reps=3)
+    assert one > 0 and par > 0
+    assert parallel == (par < backends.PARALLEL_MIN_GAIN * one)
+    assert torch.get_num_threads() == before

@@ -95,15 +95,21 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-#: bf16 calls of fewer input pixels than this run on one thread. On 2 cores a parallel region
-#: costs a wake-up of the other thread (passive OpenMP waiting, see ``pdn_perception``), which
-#: outweighs the split for small work: on the 2-core AMX Xeon (2026-12-02, idle) the saliency
-#: net on one 512² frame took 3.5 ms on one thread and 5.1 ms on two, one crop 4.7 vs 6.1 ms,
-#: two crops 7.5-8.2 vs 7.6 ms, four 16 vs 11 ms; decoding the heat maps (3 x 128² a crop)
-#: of four crops 2.4 vs 3.4 ms, of eight 5.1 vs 4.9 ms.
+#: bf16 calls of fewer input pixels than this may run on one thread. On 2 cores a parallel
+#: region costs a wake-up of the other thread (passive OpenMP waiting, see ``pdn_perception``),
+#: which can outweigh the split for small work: on the 2-core AMX Xeon (2026-12-02, idle) the
+#: saliency net on one 512² frame took 3.5 ms on one thread and 5.1 ms on two, one crop 4.7 vs
+#: 6.1 ms, two crops 7.5-8.2 vs 7.6 ms, four 16 vs 11 ms; decoding the heat maps (3 x 128² a
+#: crop) of four crops 2.4 vs 3.4 ms, of eight 5.1 vs 4.9 ms. On a slower AMX Xeon (model 167,
+#: 2026-12-03) it was the other way round: the saliency net 9.9 ms on one thread, 4.4 on two,
+#: and the whole K=4 frame 12 % faster with every call on two threads (three interleaved A/B
+#: runs). So whether small calls stay on one thread is measured when the runtime is built
+#: (``small_calls_parallel``), not assumed.
 #: fp32 does ~2-3x more work per op and keeps every thread: on the same Xeon with bf16 off,
 #: two threads won even there (saliency 7.8-8.4 vs 9.2-9.6 ms, one crop 9.6-10.1 vs 12.1-12.9).
 PARALLEL_MIN_PIXELS = 2 * 512 * 512
+#: Small calls go parallel only if that is at least this much faster (a clear win, not noise).
+PARALLEL_MIN_GAIN = 0.9
 
 
 @contextlib.contextmanager
@@ -121,16 +127,40 @@ def intra_op_threads(n: int) -> Iterator[None]:
 
 
 def cpu_thread_policy(
-    threads: int, bf16: bool
+    threads: int, bf16: bool, min_pixels: int = PARALLEL_MIN_PIXELS
 ) -> Callable[[int], contextlib.AbstractContextManager]:
-    """``Runtime.threads_for`` on CPU: all ``threads`` for work of at least
-    ``PARALLEL_MIN_PIXELS`` (always in fp32), else one."""
+    """``Runtime.threads_for`` on CPU: all ``threads`` for work of at least ``min_pixels``
+    (always in fp32), else one."""
 
     def threads_for(pixels: int) -> contextlib.AbstractContextManager:
-        parallel = not bf16 or pixels >= PARALLEL_MIN_PIXELS
+        parallel = not bf16 or pixels >= min_pixels
         return intra_op_threads(threads if parallel else 1)
 
     return threads_for
+
+
+def small_calls_parallel(
+    net: nn.Module, threads: int, dtype: torch.dtype, size: int = 512, reps: int = 5, warm: int = 3
+) -> tuple[bool, float, float]:
+    """Time ``net`` on one (1, 3, size, size) input on one thread and on ``threads``, alternating
+    (median of ``reps`` each, after ``warm`` rounds: the first calls at a thread count are
+    slower, on two threads for about two rounds); returns (parallel wins clearly, ms on one, ms on
+    all). The answer differs between CPUs of one family (``PARALLEL_MIN_PIXELS``), so the CPU
+    runtime asks this once, ~0.1 s, instead of assuming it."""
+    import time
+
+    x = torch.zeros((1, 3, size, size), dtype=dtype).contiguous(memory_format=torch.channels_last)
+    times: dict[int, list[float]] = {1: [], threads: []}
+    with torch.inference_mode():
+        for i in range(warm + reps):
+            for n in times:
+                with intra_op_threads(n):
+                    t0 = time.perf_counter()
+                    net(x)
+                    if i >= warm:
+                        times[n].append((time.perf_counter() - t0) * 1000.0)
+    one, par = (sorted(times[n])[reps // 2] for n in (1, threads))
+    return par < PARALLEL_MIN_GAIN * one, one, par
 
 
 _ALLOCATOR_TUNED = False
@@ -195,8 +225,15 @@ def _cpu_runtime(
         if ok:
             fuse_conv_act(m)
         notes.append("ReLU and skip adds fused into the convolutions" if ok else f"unfused: {why}")
+    min_pixels = PARALLEL_MIN_PIXELS
     if bf16 and threads > 1:
-        notes.append(f"one thread for calls under {PARALLEL_MIN_PIXELS} pixels")
+        parallel, one, par = small_calls_parallel(m.saliency, threads, torch.bfloat16)
+        measured = f"saliency {one:.1f} ms on 1 thread, {par:.1f} on {threads}"
+        if parallel:
+            min_pixels = 0
+            notes.append(f"every call on {threads} threads ({measured})")
+        else:
+            notes.append(f"one thread for calls under {PARALLEL_MIN_PIXELS} pixels ({measured})")
     dtype = torch.bfloat16 if bf16 else torch.uint8
     return Runtime(
         name,
@@ -205,7 +242,7 @@ def _cpu_runtime(
         wrap(m.saliency),
         wrap(m.detector),
         ", ".join([reason, *notes]),
-        cpu_thread_policy(threads, bf16),
+        cpu_thread_policy(threads, bf16, min_pixels),
     )
 
 

@@ -225,14 +225,19 @@ class Pipeline:
         frame = check_frame(frame)
         fh, fw = frame.shape[:2]
 
+        needs_saliency = cfg.mode == "topk" or cfg.saliency_all_modes
         t0 = time.perf_counter()
         frame_t = self._to_device(frame)
-        small = self._downscale(frame, frame_t)  # (1, 3, h, w)
+        # Tiles alone never look at the downscaled frame, so they do not pay for making it.
+        small = (
+            self._downscale(frame, frame_t) if needs_saliency or cfg.mode == "global" else None
+        )  # (1, 3, h, w)
         timings["preprocess"] = _ms(t0)
 
         saliency: np.ndarray | None = None
         scale: tuple[float, float] | None = None
-        if cfg.mode == "topk" or cfg.saliency_all_modes:
+        if needs_saliency:
+            assert small is not None
             t0 = time.perf_counter()
             with self.runtime.threads_for(small[:, 0].numel()):
                 logits = self.runtime.saliency(small)  # (1, 1, h/4, w/4)
@@ -244,6 +249,7 @@ class Pipeline:
         t0 = time.perf_counter()
         stats = BatchStats()
         if cfg.mode == "global":
+            assert small is not None
             crop_boxes = np.zeros((0, 4), np.int64)
             timings["select"] = _ms(t0)
             t0 = time.perf_counter()
