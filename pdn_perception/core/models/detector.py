@@ -86,18 +86,16 @@ class CropDetector(nn.Module):
 def local_max_3x3(prob: torch.Tensor) -> torch.Tensor:
     """Max over each cell's 3x3 neighbourhood of prob (B, C, h, w) >= 0 (zero padding).
 
-    Same values as ``F.max_pool2d(prob, 3, 1, 1)`` but eight elementwise maxima of shifted views:
-    15x faster on CPU for the few-channel maps here (0.35 vs 5.5 ms for 4 crops), where the
-    pooling kernel was the largest cost of decoding.
+    Same values as ``F.max_pool2d(prob, 3, 1, 1)``, computed as a 3-wide max along rows, then
+    along columns, of shifted views: four elementwise maxima. On CPU the pooling kernel was the
+    largest cost of decoding for these few-channel maps (5.5 ms for 4 crops); eight maxima of
+    the whole 3x3 window took 1.43 ms and the separable four take 0.66 (one thread, AMX Xeon,
+    2026-12-03; 16 crops 6.6 -> 3.4 ms).
     """
     h, w = prob.shape[-2:]
-    padded = F.pad(prob, (1, 1, 1, 1))  # (B, C, h + 2, w + 2)
-    out = prob
-    for dy in range(3):
-        for dx in range(3):
-            if (dy, dx) != (1, 1):
-                out = torch.maximum(out, padded[..., dy : dy + h, dx : dx + w])
-    return out
+    p = F.pad(prob, (1, 1, 1, 1))  # (B, C, h + 2, w + 2)
+    rows = torch.maximum(torch.maximum(p[..., :w], p[..., 1 : w + 1]), p[..., 2:])  # (.., h + 2, w)
+    return torch.maximum(torch.maximum(rows[..., :h, :], rows[..., 1 : h + 1, :]), rows[..., 2:, :])
 
 
 @torch.no_grad()
