@@ -49,10 +49,19 @@ def _window_cells(
 def _box_at(
     cx: float, cy: float, crop_hw: tuple[int, int], frame_hw: tuple[int, int]
 ) -> np.ndarray:
+    """The crop ``_crop_start`` places at (cx, cy), in plain Python (a pick is 4 scalars; numpy's
+    scalar clip and round cost ~35 us a box)."""
     ch, cw = crop_hw
-    x1 = int(_crop_start(cx, cw, frame_hw[1]))
-    y1 = int(_crop_start(cy, ch, frame_hw[0]))
+    x1 = min(max(round(float(cx) - cw / 2.0), 0), frame_hw[1] - cw)  # round: half to even,
+    y1 = min(max(round(float(cy) - ch / 2.0), 0), frame_hw[0] - ch)  # as np.round
     return np.array([x1, y1, x1 + cw, y1 + ch], dtype=np.int64)
+
+
+def _near(centres: np.ndarray, centre: float, sep: float) -> slice:
+    """Cells whose clamped centre lies within ``sep`` of ``centre``: one run, since the clamped
+    centres never decrease along an axis."""
+    idx = np.flatnonzero(np.abs(centres - centre) < sep)
+    return slice(int(idx[0]), int(idx[-1]) + 1) if len(idx) else slice(0, 0)
 
 
 def select_crops(
@@ -99,19 +108,22 @@ def select_crops(
         xs = _window_cells(cx, crop_hw[1], fw, sw / fw, sw)  # (2, w) first and end cell per centre
         ys = _window_cells(cy, crop_hw[0], fh, sh / fh, sh)  # (2, h)
         # Tie-break on the cell's own saliency; non-finite cells rank last, as in ``peak``.
-        base = np.where(np.isfinite(work), 1e-9 * np.clip(work, 0, 1), -np.inf)  # (h, w)
+        rank_base = np.where(np.isfinite(work), 1e-9 * np.clip(work, 0, 1), -np.inf)  # (h, w)
+    else:
+        rank_base = work.copy()  # (h, w)
+    # Suppressed cells are set to -inf in rank_base, so a pick is an argmax of rank_base (plus
+    # the uncovered mass), not of a masked copy; ``alive`` only serves the all -inf fallback.
     boxes: list[np.ndarray] = []
     scores: list[float] = []
     for _ in range(k):
         if not alive.any():
             break
-        rank = work
+        masked = rank_base
         if strategy == "coverage":
             integral = cv2.integral(mass, sdepth=cv2.CV_64F)  # (h + 1, w + 1); 8x np.cumsum's speed
             rows = integral[ys[1]] - integral[ys[0]]  # (h, w + 1) mass of each row window
-            inside = rows[:, xs[1]] - rows[:, xs[0]]  # (h, w) uncovered mass in each crop
-            rank = inside + base
-        masked = np.where(alive, rank, -np.inf)
+            masked = rows[:, xs[1]] - rows[:, xs[0]]  # (h, w) uncovered mass in each crop
+            masked += rank_base
         flat = int(np.argmax(masked))
         if not np.isfinite(masked.flat[flat]):  # only -inf/NaN left: take the first alive cell
             flat = int(np.flatnonzero(alive)[0])
@@ -121,10 +133,9 @@ def select_crops(
         scores.append(float(work[iy, ix]))
         if strategy == "coverage":
             mass[ys[0, iy] : ys[1, iy], xs[0, ix] : xs[1, ix]] = 0.0
-        bcx = (box[0] + box[2]) / 2.0
-        bcy = (box[1] + box[3]) / 2.0
-        near = (np.abs(cy - bcy) < sep)[:, None] & (np.abs(cx - bcx) < sep)[None, :]
-        alive &= ~near
+        near = (_near(cy, (box[1] + box[3]) / 2.0, sep), _near(cx, (box[0] + box[2]) / 2.0, sep))
+        alive[near] = False
+        rank_base[near] = -np.inf
     return np.stack(boxes), np.asarray(scores, dtype=np.float32)
 
 
