@@ -116,5 +116,5 @@ def test_small_calls_parallel_measures_both_thread_counts_and_restores() -> None
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()).eval()
     parallel, one, par = backends.small_calls_parallel(net, 2, torch.float32, size=64, reps=3)
     assert one > 0 and par > 0
-    assert parallel == (par < backends.PARALLEL_MIN_GAIN * one)
+    assert parallel == (one > backends.SERIAL_MIN_GAIN * par)
     assert torch.get_num_threads() == before
