@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,8 +149,6 @@ def small_calls_parallel(
     slower); returns (small calls should run on all threads, ms on one, ms on all). The
     answer differs between CPUs of one family (``PARALLEL_MIN_PIXELS``), so the CPU runtime
     asks this once, ~0.15 s, instead of assuming it."""
-    import time
-
     x = torch.zeros((1, 3, size, size), dtype=dtype).contiguous(memory_format=torch.channels_last)
     times: dict[int, list[float]] = {1: [], threads: []}
     with torch.inference_mode():
