@@ -103,8 +103,16 @@ def sahi_predictor(pipeline: Pipeline, overlap: float) -> Callable[[np.ndarray],
             x = torch.from_numpy(np.ascontiguousarray(image)).to(rt.device)
             x = x.permute(2, 0, 1)[None].to(rt.dtype)  # (1, 3, H, W)
             heat, size, off = rt.detector(x)
-            b, s, lab = decode(heat, size, off, stride, MAX_PER_CROP, vote_iou=cfg.box_vote_iou)
-            keep = s[0] >= self.confidence_threshold
+            b, s, lab = decode(
+                heat,
+                size,
+                off,
+                stride,
+                MAX_PER_CROP,
+                vote_iou=cfg.box_vote_iou,
+                min_score=self.confidence_threshold,
+            )
+            keep = (s[0] >= self.confidence_threshold) & (s[0] > 0)  # 0: an empty slot
             self._original_predictions = (
                 b[0][keep].cpu().numpy(),
                 s[0][keep].cpu().numpy(),

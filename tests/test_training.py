@@ -433,16 +433,53 @@ def test_giou_loss_is_zero_on_exact_boxes_and_grows_with_a_pixel_slip() -> None:
     assert small > 2 * large > 0
 
 
-def test_local_max_matches_max_pool_on_ties_borders_and_channels_last() -> None:
+def _dense_decode(heat, size, off, stride, m, centred):
+    """The textbook map-wide CenterNet decode (max-pool peaks, top-k), as a reference."""
     import torch.nn.functional as F
 
-    from pdn_perception.core.models.detector import local_max_3x3
+    b, _, h, w = heat.shape
+    prob = heat.sigmoid()
+    keep = F.max_pool2d(prob, 3, 1, 1) == prob
+    if centred:
+        keep |= ((off >= 0) & (off < 1)).all(1, keepdim=True)
+    scores, idx = (prob * keep).reshape(b, -1).topk(m, dim=1)  # (B, M)
+    cell = idx % (h * w)
+    ys, xs = (cell // w).float(), (cell % w).float()
+    pick = cell[:, None].expand(-1, 2, -1)
+    o = off.reshape(b, 2, -1).gather(2, pick)
+    wh = size.clamp(-6, 6).exp().reshape(b, 2, -1).gather(2, pick)
+    cx, cy = xs + o[:, 0], ys + o[:, 1]
+    boxes = torch.stack(
+        [cx - wh[:, 0] / 2, cy - wh[:, 1] / 2, cx + wh[:, 0] / 2, cy + wh[:, 1] / 2], 2
+    )
+    return boxes * stride, scores, idx // (h * w)
 
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_sparse_decode_matches_the_dense_reference_above_min_score(channels_last: bool) -> None:
+    """decode works only at cells above min_score; what it returns there is what the map-wide
+    decode returns: the same boxes, scores and labels, in score order, on any layout, at the
+    map's borders, with and without centred cells, truncated to max_per_image."""
     g = torch.Generator().manual_seed(0)
-    prob = torch.rand(3, 2, 17, 9, generator=g).round(decimals=1)  # many ties
-    prob[0, 0, 0, 0] = 1.0  # a corner peak
-    for x in (prob, prob.contiguous(memory_format=torch.channels_last)):
-        assert torch.equal(local_max_3x3(x), F.max_pool2d(x, 3, 1, 1))
+    for trial in range(40):
+        b, c, h, w = 3, 1 + trial % 3, 5 + trial % 23, 4 + trial % 31
+        heat = torch.randn(b, c, h, w, generator=g) * 3 - 2
+        size = torch.randn(b, 2, h, w, generator=g)
+        off = torch.rand(b, 2, h, w, generator=g) * 1.6 - 0.3  # some in [0, 1)², most not
+        if channels_last:
+            heat, size, off = (
+                t.contiguous(memory_format=torch.channels_last) for t in (heat, size, off)
+            )
+        m, min_score, centred = 3 + trial % 40, (0.05, 0.4, 0.9)[trial % 3], trial % 4 != 0
+        want = _dense_decode(heat, size, off, 4, min(m, c * h * w), centred)
+        got = decode(heat, size, off, 4, m, centred_cells=centred, min_score=min_score)
+        for i in range(b):
+            n = int((want[1][i] >= min_score).sum())
+            assert int((got[1][i] > 0).sum()) == n  # nothing below min_score, nothing missing
+            torch.testing.assert_close(got[1][i][:n], want[1][i][:n], rtol=0, atol=1e-6)
+            torch.testing.assert_close(got[0][i][:n], want[0][i][:n], rtol=0, atol=1e-4)
+            assert torch.equal(got[2][i][:n], want[2][i][:n])
+            assert not got[0][i][n:].any() and not got[2][i][n:].any()  # empty slots are zero
 
 
 def test_decode_keeps_both_of_two_objects_in_adjacent_cells() -> None:

@@ -206,14 +206,20 @@ class Pipeline:
                 heat, size, off = rt.detector(batch)
             with rt.threads_for(heat.numel()):  # elementwise ops over the heat maps
                 b, s, lab = decode(
-                    heat, size, off, stride, MAX_PER_CROP, vote_iou=cfg.box_vote_iou
+                    heat,
+                    size,
+                    off,
+                    stride,
+                    MAX_PER_CROP,
+                    vote_iou=cfg.box_vote_iou,
+                    min_score=cfg.score_threshold,
                 )  # (B, M, 4), (B, M), (B, M)
             return b.cpu().numpy(), s.cpu().numpy(), lab.cpu().numpy()
 
         per_crop = []
         for b, s, lab in run_batched(run, crops, plan, stats):
             for i in range(len(b)):
-                keep = s[i] >= cfg.score_threshold
+                keep = (s[i] >= cfg.score_threshold) & (s[i] > 0)  # 0: an empty slot
                 per_crop.append((b[i][keep], s[i][keep], lab[i][keep]))
         return per_crop
 
