@@ -482,6 +482,21 @@ def test_sparse_decode_matches_the_dense_reference_above_min_score(channels_last
             assert not got[0][i][n:].any() and not got[2][i][n:].any()  # empty slots are zero
 
 
+def test_decode_device_path_finds_and_gathers_what_the_host_path_does() -> None:
+    """On GPUs the scan and the gathers run in torch on the device; on CPU numpy does them.
+    Both paths, run here on CPU tensors, give the same cells in the same order and values."""
+    from pdn_perception.core.models.detector import _cells_at_least, _take
+
+    g = torch.Generator().manual_seed(1)
+    heat = torch.randn(3, 2, 9, 13, generator=g)
+    for x in (heat, heat.contiguous(memory_format=torch.channels_last), heat[:, :, 1:, ::2]):
+        host, dev = _cells_at_least(x, 0.5, host=True), _cells_at_least(x, 0.5, host=False)
+        assert len(host) > 10 and np.array_equal(host, dev)
+        bi, yi, xi = host[:, :1], host[:, 2:3], host[:, 3:4] + np.array([0, 0])  # (N, 2) cols
+        for index in ((bi, host[:, 1:2], yi, xi), (bi, slice(None), yi, xi)):
+            np.testing.assert_array_equal(_take(x, index, host=True), _take(x, index, host=False))
+
+
 def test_decode_keeps_both_of_two_objects_in_adjacent_cells() -> None:
     """Cars parked side by side: centres one stride-4 cell apart. The 3x3 peak search keeps only
     the stronger; the centred-cell rule keeps the other too, from its own offset and size."""

@@ -174,12 +174,13 @@ def decode(
     return tuple(torch.from_numpy(a).to(heat.device) for a in (out_boxes, out_scores, out_labels))
 
 
-def _cells_at_least(logits: torch.Tensor, threshold: float) -> np.ndarray:
+def _cells_at_least(logits: torch.Tensor, threshold: float, host: bool | None = None) -> np.ndarray:
     """Indices (N, 4) (b, c, y, x), in map order, of the cells of logits (B, C, h, w) that are
-    >= threshold. On CPU numpy scans the tensor's memory in its own order (one contiguous pass
-    for any dense layout, e.g. channels_last): torch's comparison and nonzero took 0.6 ms for
-    four crops' maps on the AMX Xeon, numpy 0.07 ms."""
-    if logits.device.type != "cpu":
+    >= threshold. On the host (CPU tensors, ``host`` None) numpy scans the tensor's memory in its
+    own order (one contiguous pass for any dense layout, e.g. channels_last): torch's comparison
+    and nonzero took 0.6 ms for four crops' maps on the AMX Xeon, numpy 0.07 ms. Elsewhere the
+    scan runs on the tensor's device and only the indices move."""
+    if not (logits.device.type == "cpu" if host is None else host):
         return (logits >= threshold).nonzero().cpu().numpy()
     order = sorted(range(4), key=lambda d: (-logits.stride(d), d))  # memory order of the dims
     mem = logits.detach().permute(order)  # a contiguous view where the tensor is dense
@@ -190,9 +191,10 @@ def _cells_at_least(logits: torch.Tensor, threshold: float) -> np.ndarray:
     return idx[np.argsort(((idx[:, 0] * c + idx[:, 1]) * h + idx[:, 2]) * w + idx[:, 3])]
 
 
-def _take(t: torch.Tensor, index: tuple) -> np.ndarray:
-    """t[index] as float32 numpy, gathered where t lives (only the gathered values move)."""
-    if t.device.type == "cpu":
+def _take(t: torch.Tensor, index: tuple, host: bool | None = None) -> np.ndarray:
+    """t[index] as float32 numpy. On the host numpy indexes the tensor's memory; elsewhere
+    the gather runs on the tensor's device and only the gathered values move."""
+    if t.device.type == "cpu" if host is None else host:
         return t.detach().float().numpy()[index]
     dev = [torch.from_numpy(i).to(t.device) if isinstance(i, np.ndarray) else i for i in index]
     return t.detach()[tuple(dev)].float().cpu().numpy()
