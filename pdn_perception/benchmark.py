@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .core.config import PipelineConfig
-from .core.models.detector import decode
+from .core.models.detector import decode_per_image
 from .core.pipeline import MAX_PER_CROP, Pipeline
 from .metrics import MatchCounts, match
 
@@ -103,7 +103,7 @@ def sahi_predictor(pipeline: Pipeline, overlap: float) -> Callable[[np.ndarray],
             x = torch.from_numpy(np.ascontiguousarray(image)).to(rt.device)
             x = x.permute(2, 0, 1)[None].to(rt.dtype)  # (1, 3, H, W)
             heat, size, off = rt.detector(x)
-            b, s, lab = decode(
+            (self._original_predictions,) = decode_per_image(
                 heat,
                 size,
                 off,
@@ -111,13 +111,7 @@ def sahi_predictor(pipeline: Pipeline, overlap: float) -> Callable[[np.ndarray],
                 MAX_PER_CROP,
                 vote_iou=cfg.box_vote_iou,
                 min_score=self.confidence_threshold,
-            )
-            keep = (s[0] >= self.confidence_threshold) & (s[0] > 0)  # 0: an empty slot
-            self._original_predictions = (
-                b[0][keep].cpu().numpy(),
-                s[0][keep].cpu().numpy(),
-                lab[0][keep].cpu().numpy(),
-            )
+            )  # one image: boxes (n, 4), scores (n,), labels (n,)
 
         def _create_object_prediction_list_from_original_predictions(
             self, shift_amount_list=None, full_shape_list=None

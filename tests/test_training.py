@@ -460,6 +460,8 @@ def test_sparse_decode_matches_the_dense_reference_above_min_score(channels_last
     """decode works only at cells above min_score; what it returns there is what the map-wide
     decode returns: the same boxes, scores and labels, in score order, on any layout, at the
     map's borders, with and without centred cells, truncated to max_per_image."""
+    from pdn_perception.core.models.detector import decode_per_image
+
     g = torch.Generator().manual_seed(0)
     for trial in range(40):
         b, c, h, w = 3, 1 + trial % 3, 5 + trial % 23, 4 + trial % 31
@@ -480,6 +482,14 @@ def test_sparse_decode_matches_the_dense_reference_above_min_score(channels_last
             torch.testing.assert_close(got[0][i][:n], want[0][i][:n], rtol=0, atol=1e-4)
             assert torch.equal(got[2][i][:n], want[2][i][:n])
             assert not got[0][i][n:].any() and not got[2][i][n:].any()  # empty slots are zero
+        if centred:  # what the pipeline takes: each image's filled slots, as numpy
+            for i, (bx, sc, lb) in enumerate(
+                decode_per_image(heat, size, off, 4, m, 0.0, min_score)
+            ):
+                keep = got[1][i] > 0
+                assert np.array_equal(sc, got[1][i][keep].numpy())
+                assert np.array_equal(bx, got[0][i][keep].numpy())
+                assert np.array_equal(lb, got[2][i][keep].numpy())
 
 
 def test_decode_device_path_finds_and_gathers_what_the_host_path_does() -> None:

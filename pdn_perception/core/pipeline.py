@@ -29,7 +29,7 @@ from .batching import (
 )
 from .config import PipelineConfig
 from .merge import merge_crop_detections
-from .models.detector import decode
+from .models.detector import decode_per_image
 from .models.io import load_model
 from .models.patchdrive import PatchDriveModel
 from .resize import saliency_input
@@ -204,8 +204,8 @@ class Pipeline:
         def run(batch: torch.Tensor):
             with rt.threads_for(batch[:, 0].numel()):  # input pixels, B * H * W
                 heat, size, off = rt.detector(batch)
-            with rt.threads_for(heat.numel()):  # elementwise ops over the heat maps
-                b, s, lab = decode(
+            with rt.threads_for(heat.numel()):  # the scan over the heat maps
+                return decode_per_image(
                     heat,
                     size,
                     off,
@@ -213,14 +213,11 @@ class Pipeline:
                     MAX_PER_CROP,
                     vote_iou=cfg.box_vote_iou,
                     min_score=cfg.score_threshold,
-                )  # (B, M, 4), (B, M), (B, M)
-            return b.cpu().numpy(), s.cpu().numpy(), lab.cpu().numpy()
+                )  # per crop: (n, 4), (n,), (n,)
 
         per_crop = []
-        for b, s, lab in run_batched(run, crops, plan, stats):
-            for i in range(len(b)):
-                keep = (s[i] >= cfg.score_threshold) & (s[i] > 0)  # 0: an empty slot
-                per_crop.append((b[i][keep], s[i][keep], lab[i][keep]))
+        for batch in run_batched(run, crops, plan, stats):
+            per_crop.extend(batch)
         return per_crop
 
     # -- the whole thing --------------------------------------------------------------------

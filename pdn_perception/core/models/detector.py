@@ -133,6 +133,40 @@ def decode(
     the neighbours are nine noisy estimates of one box, while the IoU gate keeps out the box of
     a car parked next to it.
     """
+    out = _decode_np(heat, size, offset, stride, max_per_image, centred_cells, vote_iou, min_score)
+    return tuple(torch.from_numpy(a).to(heat.device) for a in out)
+
+
+@torch.no_grad()
+def decode_per_image(
+    heat: torch.Tensor,
+    size: torch.Tensor,
+    offset: torch.Tensor,
+    stride: int,
+    max_per_image: int = 100,
+    vote_iou: float = 0.0,
+    min_score: float = 0.0,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``decode``'s detections of each image alone, as numpy (boxes (n, 4), scores (n,), labels
+    (n,)), empty slots dropped: what callers keep, without a trip back to the device."""
+    boxes, scores, labels = _decode_np(
+        heat, size, offset, stride, max_per_image, True, vote_iou, min_score
+    )
+    keep = scores > 0  # (B, M); every filled slot is >= min_score already
+    return [(boxes[i][k], scores[i][k], labels[i][k]) for i, k in enumerate(keep)]
+
+
+def _decode_np(
+    heat: torch.Tensor,
+    size: torch.Tensor,
+    offset: torch.Tensor,
+    stride: int,
+    max_per_image: int,
+    centred_cells: bool,
+    vote_iou: float,
+    min_score: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``decode`` in numpy: boxes (B, M, 4), scores (B, M), labels (B, M) on the host."""
     b, c, h, w = heat.shape
     m = min(max_per_image, c * h * w)
     # A margin below the threshold's logit, so rounding in the sigmoid cannot lose a cell that
@@ -171,7 +205,7 @@ def decode(
     out_boxes[img, rank] = boxes * stride
     out_scores[img, rank] = prob[sel]
     out_labels[img, rank] = cells[sel, 1]
-    return tuple(torch.from_numpy(a).to(heat.device) for a in (out_boxes, out_scores, out_labels))
+    return out_boxes, out_scores, out_labels
 
 
 def _cells_at_least(logits: torch.Tensor, threshold: float, host: bool | None = None) -> np.ndarray:
