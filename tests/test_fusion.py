@@ -16,6 +16,7 @@ from pdn_perception.core.fusion import (
     FusedConv2d,
     conv_act_fusion_available,
     fuse_conv_act,
+    prepack_convs,
 )
 from pdn_perception.core.models.blocks import BasicBlock
 from pdn_perception.core.models.patchdrive import ModelConfig, PatchDriveModel
@@ -77,9 +78,37 @@ def test_fused_bf16_stays_within_bf16_rounding() -> None:
 
 
 @needs_fusion
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_prepacked_weights_compute_the_same_outputs_at_any_input_size(dtype: torch.dtype) -> None:
+    """Packing only changes where the weights sit in memory: every convolution of both nets is
+    packed, and the outputs are identical, also for batch sizes and frame shapes other than the
+    example the weights were packed for."""
+    model = _random_stats_model(ModelConfig())
+    ref = fuse_conv_act(backends._eval_copy(model, torch.device("cpu"), dtype))
+    packed = copy.deepcopy(ref)
+    example = torch.zeros((1, 3, 128, 128), dtype=dtype).contiguous(
+        memory_format=torch.channels_last
+    )
+    n_det = prepack_convs(packed.detector, example)
+    n_sal = prepack_convs(packed.saliency, example)
+    for net, n in ((packed.detector, n_det), (packed.saliency, n_sal)):
+        convs = [m for m in net.modules() if isinstance(m, nn.Conv2d | FusedConv2d)]
+        assert n == len(convs) > 5 and all(isinstance(m, FusedConv2d) for m in convs)
+        assert all(m.weight.is_mkldnn for m in convs)
+    gen = torch.Generator().manual_seed(4)
+    with torch.inference_mode():
+        for shape in ((1, 3, 128, 128), (3, 3, 96, 160)):
+            x = torch.randint(0, 256, shape, generator=gen).to(dtype)
+            x = x.contiguous(memory_format=torch.channels_last)
+            for want, got in zip(ref.detector(x), packed.detector(x), strict=True):
+                assert torch.equal(got, want)
+            assert torch.equal(packed.saliency(x), ref.saliency(x))
+
+
+@needs_fusion
 def test_cpu_backend_runs_the_fused_model(tiny_model: PatchDriveModel) -> None:
     pipe = Pipeline(PipelineConfig(backend="cpu"), model=tiny_model)
-    assert "fused" in pipe.runtime.reason
+    assert "fused" in pipe.runtime.reason and "prepacked" in pipe.runtime.reason
     frame = np.random.default_rng(3).integers(0, 255, (600, 800, 3), dtype=np.uint8)
     result = pipe(frame)
     assert np.isfinite(result.saliency).all() and len(result.crop_boxes) > 0

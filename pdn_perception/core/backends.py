@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .config import PipelineConfig
-from .fusion import conv_act_fusion_available, fuse_conv_act, fuse_conv_bn
+from .fusion import conv_act_fusion_available, fuse_conv_act, fuse_conv_bn, prepack_convs
 from .models.blocks import first_conv
 from .models.patchdrive import PatchDriveModel
 
@@ -207,12 +207,14 @@ def _cpu_runtime(
     model: PatchDriveModel,
     wrap: Callable[[nn.Module], Callable],
     reason: str,
+    config: PipelineConfig,
     fuse_act: bool = False,
 ) -> Runtime:
     """What every CPU backend shares: allocator, threads, and the folded copy: bf16 weights
     fed bf16 pixels (exact for 0..255) where the CPU has bf16 units, else fp32 weights fed
-    uint8 pixels; ``fuse_act`` also fuses ReLUs and skip adds into the convolutions (eager
-    only: inductor does its own fusion); ``wrap`` turns each network into the callable."""
+    uint8 pixels; ``fuse_act`` also fuses ReLUs and skip adds into the convolutions and
+    prepacks the saliency net's weights (eager only: inductor does its own fusion and
+    packing); ``wrap`` turns each network into the callable."""
     tune_cpu_allocator()
     threads = cpu_threads()
     torch.set_num_threads(threads)
@@ -224,7 +226,16 @@ def _cpu_runtime(
         ok, why = conv_act_fusion_available()
         if ok:
             fuse_conv_act(m)
-        notes.append("ReLU and skip adds fused into the convolutions" if ok else f"unfused: {why}")
+            # The saliency net only: it always runs on one image. The detector's batch varies,
+            # and packed weights made a batch of 16 crops ~9 % slower while saving ~5 % at 1-4.
+            side = config.saliency_input_size
+            example = torch.zeros((1, 3, side, side), dtype=torch.bfloat16 if bf16 else torch.uint8)
+            prepack_convs(m.saliency, example.contiguous(memory_format=torch.channels_last))
+        notes.append(
+            "ReLU and skip adds fused into the convolutions, saliency weights prepacked"
+            if ok
+            else f"unfused: {why}"
+        )
     min_pixels = PARALLEL_MIN_PIXELS
     if bf16 and threads > 1:
         parallel, one, par = small_calls_parallel(m.saliency, threads, torch.bfloat16)
@@ -267,7 +278,7 @@ class CpuBackend:
 
             return run
 
-        return _cpu_runtime(self.name, model, wrap, "CPU eager", fuse_act=True)
+        return _cpu_runtime(self.name, model, wrap, "CPU eager", config, fuse_act=True)
 
 
 class CudaBackend:
@@ -350,7 +361,7 @@ class CompileBackend:
 
             return run
 
-        return _cpu_runtime(self.name, model, wrap, "inductor, frozen")
+        return _cpu_runtime(self.name, model, wrap, "inductor, frozen", config)
 
 
 def engine_cache_key(model: nn.Module, shapes: tuple, precision: str) -> str:

@@ -62,6 +62,22 @@ class FusedConv2d(nn.Module):
         self.groups = conv.groups
         self.relu = relu
 
+    def prepack(self, input_size: list[int]) -> None:
+        """Hold the weights in oneDNN's blocked layout for inputs of ``input_size`` (B, C, H, W),
+        so no call reorders them again. Other input sizes still run (oneDNN reorders if its
+        choice of layout differs); the weights can no longer be trained or saved."""
+        if self.weight.is_mkldnn:
+            return
+        packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
+            self.weight.detach().to_mkldnn(),
+            self.padding,
+            self.stride,
+            self.dilation,
+            self.groups,
+            input_size,
+        )
+        self.weight = nn.Parameter(packed, requires_grad=False)
+
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         geometry = (self.padding, self.stride, self.dilation, self.groups)
         if skip is None:
@@ -123,4 +139,51 @@ def fuse_conv_act(module: nn.Module) -> nn.Module:
     return module
 
 
-__all__ = ["FusedBasicBlock", "FusedConv2d", "conv_act_fusion_available", "fuse_conv_act"]
+def prepack_convs(module: nn.Module, example: torch.Tensor) -> int:
+    """Run every convolution of a fused eval model as oneDNN's op with its weights prepacked.
+
+    Convolutions without a ReLU (heads, projections) become ``FusedConv2d(relu=False)``; then
+    ``module`` runs once on ``example`` and each convolution's weights are reordered into
+    oneDNN's blocked layout for the input size it saw. Eager oneDNN otherwise reorders them on
+    every call, a fixed cost per layer: the saliency net on one 512² frame took 5.1-5.3 instead
+    of 5.7-5.9 ms (2-core AMX Xeon, bf16, 2026-12-03, alternating, medians of 56). Same
+    outputs, bit for bit (tests); other input sizes still run. Returns how many were packed.
+
+    The CPU backend packs the saliency net only. The detector's batch changes with the mode,
+    and packed weights made a batch of 16 crops ~9 % slower (while saving 4-10 % at 1-4).
+    """
+    _fuse_plain_convs(module)
+    sizes: dict[FusedConv2d, list[int]] = {}
+
+    def record(conv: nn.Module, args: tuple) -> None:
+        sizes.setdefault(conv, list(args[0].shape))  # type: ignore[arg-type]
+
+    convs = [m for m in module.modules() if isinstance(m, FusedConv2d)]
+    hooks = [m.register_forward_pre_hook(record) for m in convs]
+    try:
+        with torch.inference_mode():
+            module(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    for conv, size in sizes.items():
+        conv.prepack(size)
+    return len(sizes)
+
+
+def _fuse_plain_convs(module: nn.Module) -> None:
+    """Every remaining exact convolution -> FusedConv2d without activation (in place)."""
+    for name, child in list(module.named_children()):
+        if type(child) in _CONVS:
+            module._modules[name] = FusedConv2d(child, relu=False)
+        else:
+            _fuse_plain_convs(child)
+
+
+__all__ = [
+    "FusedBasicBlock",
+    "FusedConv2d",
+    "conv_act_fusion_available",
+    "fuse_conv_act",
+    "prepack_convs",
+]
