@@ -6,7 +6,9 @@ pixels, integer-valued, x2/y2 exclusive.
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -38,21 +40,33 @@ def _crop_start(centre: np.ndarray, crop_len: int, frame_len: int) -> np.ndarray
 def _window_cells(
     centres: np.ndarray, crop_len: int, frame_len: int, cells_per_px: float, n: int
 ) -> np.ndarray:
-    """First and end (exclusive) saliency cell whose centre lies in the crop that ``_box_at``
-    places at each centre: (2, len)."""
+    """First and end (exclusive) saliency cell whose centre lies in the crop that starts at
+    ``_crop_start`` for each centre: (2, len)."""
     start = _crop_start(centres, crop_len, frame_len)
     lo = np.ceil(start * cells_per_px - 0.5).astype(np.int64)
     hi = np.ceil((start + crop_len) * cells_per_px - 0.5).astype(np.int64)
     return np.stack([np.clip(lo, 0, n), np.clip(hi, 0, n)])
 
 
-def _box_at(
-    cx: float, cy: float, crop_hw: tuple[int, int], frame_hw: tuple[int, int]
-) -> np.ndarray:
-    ch, cw = crop_hw
-    x1 = int(_crop_start(cx, cw, frame_hw[1]))
-    y1 = int(_crop_start(cy, ch, frame_hw[0]))
-    return np.array([x1, y1, x1 + cw, y1 + ch], dtype=np.int64)
+class _Axis(NamedTuple):
+    """Per saliency cell along one axis: the clamped crop centre, that crop's first pixel, and
+    the first and end (exclusive) cell inside it. Read-only; depends on sizes alone."""
+
+    centres: np.ndarray  # (n,) float64 frame pixels
+    starts: np.ndarray  # (n,) int64 frame pixels
+    cells: np.ndarray  # (2, n) int64
+
+
+@functools.lru_cache(maxsize=32)
+def _axis(n_cells: int, frame_len: int, crop_len: int) -> _Axis:
+    """The geometry of one axis, computed once per map size, frame size and crop (a node sees
+    the same three every frame; computing them took ~0.1 ms of a 1.2 ms selection)."""
+    centres = _clamped_centres(n_cells, frame_len / n_cells, frame_len, crop_len)
+    starts = _crop_start(centres, crop_len, frame_len).astype(np.int64)
+    cells = _window_cells(centres, crop_len, frame_len, n_cells / frame_len, n_cells)
+    for a in (centres, starts, cells):
+        a.setflags(write=False)
+    return _Axis(centres, starts, cells)
 
 
 def _near(centres: np.ndarray, centre: float, sep: float) -> slice:
@@ -95,16 +109,15 @@ def select_crops(
         raise ValueError(f"frame size must be positive, got {frame_hw}")
     sh, sw = saliency.shape
     crop_hw = crop_extent(frame_hw, crop_size)
-    cx = _clamped_centres(sw, fw / sw, fw, crop_hw[1])  # (sw,)
-    cy = _clamped_centres(sh, fh / sh, fh, crop_hw[0])  # (sh,)
+    ax, ay = _axis(sw, fw, crop_hw[1]), _axis(sh, fh, crop_hw[0])
+    cx, cy = ax.centres, ay.centres  # (sw,), (sh,)
     sep = min_separation * crop_size
     work = np.asarray(saliency, dtype=np.float64).copy()
     work[~np.isfinite(work)] = -np.inf
     alive = np.ones_like(work, dtype=bool)
     if strategy == "coverage":
         mass = np.where(work >= COVERAGE_FLOOR, work, 0.0)  # (h, w); -inf and NaN count as 0
-        xs = _window_cells(cx, crop_hw[1], fw, sw / fw, sw)  # (2, w) first and end cell per centre
-        ys = _window_cells(cy, crop_hw[0], fh, sh / fh, sh)  # (2, h)
+        xs, ys = ax.cells, ay.cells  # (2, w), (2, h) first and end cell per centre
         # Tie-break on the cell's own saliency; non-finite cells rank last, as in ``peak``.
         rank_base = np.where(np.isfinite(work), 1e-9 * np.clip(work, 0, 1), -np.inf)  # (h, w)
     else:
@@ -126,7 +139,8 @@ def select_crops(
         if not np.isfinite(masked.flat[flat]):  # only -inf/NaN left: take the first alive cell
             flat = int(np.flatnonzero(alive)[0])
         iy, ix = divmod(flat, sw)
-        box = _box_at(cx[ix], cy[iy], crop_hw, frame_hw)
+        x1, y1 = int(ax.starts[ix]), int(ay.starts[iy])
+        box = np.array([x1, y1, x1 + crop_hw[1], y1 + crop_hw[0]], dtype=np.int64)
         boxes.append(box)
         scores.append(float(work[iy, ix]))
         if strategy == "coverage":
