@@ -177,6 +177,8 @@ def evaluate_model(
         met = coco_metrics(gt, coco_detections(res))
         met["per_domain"] = _per_domain(gts, domains, res, model.classes)
         met["ms_per_frame"] = float(np.mean(ts)) if ts else float("nan")
+        # The median beside the mean: on a shared host a few slow frames move the mean.
+        met["ms_per_frame_p50"] = float(np.median(ts)) if ts else float("nan")
         met["crops_per_frame"] = float(np.mean([len(r.crop_boxes) for r in res])) if res else 0.0
         met.update({"mode": spec.mode, "top_k": spec.top_k, "tile_overlap": spec.tile_overlap})
         modes[spec.name] = met
@@ -216,6 +218,9 @@ def check_targets(modes: dict[str, Any]) -> dict[str, Any]:
         return {}
     rec_ratio = k4["recall50"] / tiles["recall50"] if tiles["recall50"] else float("nan")
     time_ratio = k4["ms_per_frame"] / tiles["ms_per_frame"]
+    p50_ratio = k4.get("ms_per_frame_p50", float("nan")) / tiles.get(
+        "ms_per_frame_p50", float("nan")
+    )
     return {
         "recall_ratio_k4_vs_tiles": rec_ratio,
         "recall_ratio_ok": bool(rec_ratio >= 0.95),
@@ -223,6 +228,8 @@ def check_targets(modes: dict[str, Any]) -> dict[str, Any]:
         "ap50_ok": bool(k4["AP50"] >= 0.85),
         "time_ratio_k4_vs_tiles": time_ratio,
         "time_ratio_ok": bool(time_ratio <= 0.35),
+        # Informational: the target is judged on the means above, every frame counted.
+        "time_ratio_k4_vs_tiles_p50": p50_ratio,
     }
 
 
@@ -279,6 +286,7 @@ def format_table(report: dict[str, Any]) -> str:
             f"(target >= 0.95: {'ok' if t['recall_ratio_ok'] else 'MISSED'}), "
             f"AP@0.5 {t['ap50_k4']:.3f} (target >= 0.85: {'ok' if t['ap50_ok'] else 'MISSED'}), "
             f"time ratio {t['time_ratio_k4_vs_tiles']:.3f} "
-            f"(target <= 0.35: {'ok' if t['time_ratio_ok'] else 'MISSED'})"
+            f"(target <= 0.35: {'ok' if t['time_ratio_ok'] else 'MISSED'}; by medians "
+            f"{t.get('time_ratio_k4_vs_tiles_p50', float('nan')):.3f})"
         )
     return "\n".join(lines)
