@@ -224,17 +224,19 @@ def _cpu_runtime(
     notes = ["bf16 weights" if bf16 else "fp32 (no native bf16 on this CPU)"]
     if fuse_act:
         ok, why = conv_act_fusion_available()
+        packed = 0
         if ok:
             fuse_conv_act(m)
             # The saliency net only: it always runs on one image. The detector's batch varies,
             # and packed weights made a batch of 16 crops ~9 % slower while saving ~5 % at 1-4.
             side = config.saliency_input_size
             example = torch.zeros((1, 3, side, side), dtype=torch.bfloat16 if bf16 else torch.uint8)
-            prepack_convs(m.saliency, example.contiguous(memory_format=torch.channels_last))
+            packed = prepack_convs(
+                m.saliency, example.contiguous(memory_format=torch.channels_last)
+            )
         notes.append(
-            "ReLU and skip adds fused into the convolutions, saliency weights prepacked"
-            if ok
-            else f"unfused: {why}"
+            ("ReLU and skip adds fused into the convolutions" if ok else f"unfused: {why}")
+            + (", saliency weights prepacked" if packed else "")
         )
     min_pixels = PARALLEL_MIN_PIXELS
     if bf16 and threads > 1:
