@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from .core.config import PipelineConfig
-from .core.models.detector import decode_per_image
-from .core.pipeline import MAX_PER_CROP, Pipeline
+from .core.pipeline import Pipeline
 from .metrics import MatchCounts, match
 
 
@@ -90,7 +89,6 @@ def sahi_predictor(pipeline: Pipeline, overlap: float) -> Callable[[np.ndarray],
     rt = pipeline.runtime
     cfg = pipeline.config
     names = pipeline.classes
-    stride = pipeline.model.detector.stride
 
     class PatchDriveSahiModel(DetectionModel):
         def load_model(self) -> None:
@@ -103,14 +101,8 @@ def sahi_predictor(pipeline: Pipeline, overlap: float) -> Callable[[np.ndarray],
             x = torch.from_numpy(np.ascontiguousarray(image)).to(rt.device)
             x = x.permute(2, 0, 1)[None].to(rt.dtype)  # (1, 3, H, W)
             heat, size, off = rt.detector(x)
-            (self._original_predictions,) = decode_per_image(
-                heat,
-                size,
-                off,
-                stride,
-                MAX_PER_CROP,
-                vote_iou=cfg.box_vote_iou,
-                min_score=self.confidence_threshold,
+            (self._original_predictions,) = pipeline.decode(
+                heat, size, off, min_score=self.confidence_threshold
             )  # one image: boxes (n, 4), scores (n,), labels (n,)
 
         def _create_object_prediction_list_from_original_predictions(

@@ -193,27 +193,39 @@ class Pipeline:
             out[i, : y2 - y1, : x2 - x1] = src if src.ndim == 3 else src[:, :, None]
         return _hwc_to_nchw(out, self.runtime.dtype)
 
+    def decode(
+        self,
+        heat: torch.Tensor,
+        size: torch.Tensor,
+        offset: torch.Tensor,
+        min_score: float | None = None,
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The detector's outputs for a batch -> per image (boxes (n, 4), scores (n,), labels
+        (n,)) in input pixels, decoded as this pipeline's config says (vote IoU, score threshold
+        unless ``min_score`` is given); one place for it, also used by pdn-bench's SAHI model."""
+        cfg = self.config
+        return decode_per_image(
+            heat,
+            size,
+            offset,
+            self.model.detector.stride,
+            MAX_PER_CROP,
+            vote_iou=cfg.box_vote_iou,
+            min_score=cfg.score_threshold if min_score is None else min_score,
+        )
+
     def _detect(self, crops: torch.Tensor, stats: BatchStats):
         """Detector + decoding in memory-aware batches; per crop (boxes, scores, labels) numpy."""
         cfg = self.config
         budget = memory_budget(self.runtime.device, cfg.memory_budget_mb, cfg.memory_reserve_mb)
         plan = plan_batches(len(crops), self._per_crop_bytes, budget, cfg.max_batch_size)
-        stride = self.model.detector.stride
         rt = self.runtime
 
         def run(batch: torch.Tensor):
             with rt.threads_for(batch[:, 0].numel()):  # input pixels, B * H * W
                 heat, size, off = rt.detector(batch)
             with rt.threads_for(heat.numel()):  # the scan over the heat maps
-                return decode_per_image(
-                    heat,
-                    size,
-                    off,
-                    stride,
-                    MAX_PER_CROP,
-                    vote_iou=cfg.box_vote_iou,
-                    min_score=cfg.score_threshold,
-                )  # per crop: (n, 4), (n,), (n,)
+                return self.decode(heat, size, off)  # per crop: (n, 4), (n,), (n,)
 
         per_crop = []
         for batch in run_batched(run, crops, plan, stats):
