@@ -3,6 +3,10 @@ settings small enough for a run in seconds."""
 
 from __future__ import annotations
 
+# First, before torch: the package sets OMP_WAIT_POLICY, which torch reads once, as it loads.
+import pdn_perception  # noqa: F401
+
+# isort: split
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -147,3 +150,29 @@ def test_small_calls_parallel_measures_both_thread_counts_and_restores() -> None
     assert one > 0 and par > 0
     assert parallel == (one > backends.SERIAL_MIN_GAIN * par)
     assert torch.get_num_threads() == before
+
+
+_RUNTIME_REASON = """
+import {first}, {second}
+from pdn_perception.core.config import PipelineConfig
+from pdn_perception.core.models.patchdrive import ModelConfig, PatchDriveModel
+from pdn_perception.core.pipeline import Pipeline
+pipe = Pipeline(PipelineConfig(backend="cpu"), model=PatchDriveModel(ModelConfig()))
+print("REASON", pipe.runtime.reason)
+"""
+
+
+@pytest.mark.parametrize("torch_first", [True, False], ids=["torch-first", "package-first"])
+def test_cpu_backend_says_when_openmp_waiting_was_set_too_late(torch_first: bool) -> None:
+    """Torch reads OMP_WAIT_POLICY once, as it loads; a script that imports torch before the
+    package gets spinning OpenMP threads (slow on shared cores), and is told so."""
+    names = ("torch", "pdn_perception") if torch_first else ("pdn_perception", "torch")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    code = _RUNTIME_REASON.format(first=names[0], second=names[1])
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    reason = run.stdout.split("REASON", 1)[1]
+    assert ("OpenMP threads spin" in reason) is torch_first
+    assert ("import pdn_perception first" in run.stderr) is torch_first

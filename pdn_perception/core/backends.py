@@ -14,6 +14,7 @@ import importlib.util
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +23,19 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from .. import OPENMP_POLICY_TOO_LATE
 from .config import PipelineConfig
 from .fusion import conv_act_fusion_available, fuse_conv_act, fuse_conv_bn, prepack_convs
 from .models.blocks import first_conv
 from .models.patchdrive import PatchDriveModel
 
 log = logging.getLogger(__name__)
+
+SPINNING_OPENMP = (
+    "OpenMP threads spin: torch was imported before pdn_perception, so its OMP_WAIT_POLICY=PASSIVE"
+    " came too late (import pdn_perception first, or set OMP_WAIT_POLICY yourself); every frame"
+    " slows down while another process wants these cores, and timings are not representative"
+)
 
 Tensor = torch.Tensor
 DetectorOut = tuple[Tensor, Tensor, Tensor]
@@ -222,6 +230,9 @@ def _cpu_runtime(
     bf16 = cpu_supports_bf16()
     m = _eval_copy(model, dev, torch.bfloat16 if bf16 else torch.float32)
     notes = ["bf16 weights" if bf16 else "fp32 (no native bf16 on this CPU)"]
+    if OPENMP_POLICY_TOO_LATE:
+        notes.append("OpenMP threads spin (torch was imported before pdn_perception)")
+        warnings.warn(SPINNING_OPENMP, RuntimeWarning, stacklevel=2)  # once per process
     if fuse_act:
         ok, why = conv_act_fusion_available()
         packed = 0
