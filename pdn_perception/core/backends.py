@@ -232,7 +232,7 @@ def _cpu_runtime(
     notes = ["bf16 weights" if bf16 else "fp32 (no native bf16 on this CPU)"]
     if OPENMP_POLICY_TOO_LATE:
         notes.append("OpenMP threads spin (torch was imported before pdn_perception)")
-        warnings.warn(SPINNING_OPENMP, RuntimeWarning, stacklevel=2)  # once per process
+        warnings.warn(SPINNING_OPENMP, RuntimeWarning, stacklevel=2)  # shown once per backend
     if fuse_act:
         ok, why = conv_act_fusion_available()
         packed = 0
