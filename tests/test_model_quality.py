@@ -59,3 +59,22 @@ def test_shipped_file_is_small_safetensors_with_its_training_record() -> None:
         assert key in extra, key
     assert extra["command"].startswith("pdn-train")
     assert "topk K=4" in extra["metrics"]["modes"]
+
+
+def test_min_crop_saliency_drops_crops_that_add_nothing_salient(scenes) -> None:
+    every = Pipeline(PipelineConfig(mode="topk", top_k=4), model=load_model())
+    floor = every.reconfigure(every.config.replace(min_crop_saliency=0.3))
+    strict = every.reconfigure(every.config.replace(min_crop_saliency=1.0))
+    n_every = n_floor = found = total = 0
+    for sc in scenes:
+        boxes = every(sc.image).crop_boxes.tolist()  # (4, 4)
+        r = floor(sc.image)
+        kept = r.crop_boxes.tolist()
+        # The same top-K crops, in their order, fewer of them; the best one always runs.
+        assert kept[0] == boxes[0] and kept == [b for b in boxes if b in kept]
+        assert strict(sc.image).crop_boxes.tolist() == boxes[:1]
+        n_every, n_floor = n_every + len(boxes), n_floor + len(kept)
+        c = match(sc.boxes, sc.labels, r.boxes, r.scores, r.labels, IOU)
+        found, total = found + c.tp, total + c.n_gt
+    assert n_floor < n_every, "no crop was dropped: the floor did nothing on these scenes"
+    assert found / total >= 0.7

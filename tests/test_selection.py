@@ -8,6 +8,7 @@ import pytest
 from pdn_perception.core.selection import (
     crop_to_frame,
     frame_to_crop,
+    new_saliency,
     saliency_input_hw,
     select_crops,
     tile_boxes,
@@ -179,3 +180,32 @@ def test_saliency_input_keeps_aspect() -> None:
     assert saliency_input_hw((1080, 1920), 512) == (288, 512)
     assert saliency_input_hw((480, 640), 512) == (384, 512)
     assert saliency_input_hw((100, 5000), 512) == (32, 512)
+
+
+def test_new_saliency_credits_each_cell_to_the_first_crop_that_holds_it() -> None:
+    # 2048 frame, 128 map: 16 px per cell; a 512 crop holds 32 x 32 cells.
+    sal = _map_with_peaks((128, 128), [(10, 10, 0.9), (10, 40, 0.6), (100, 100, 0.3)])
+    boxes = np.array(
+        [
+            [0, 0, 512, 512],  # cells 0..31: holds (10, 10)
+            [256, 0, 768, 512],  # cells 16..47: (10, 40) is new, (10, 10) is not inside
+            [0, 0, 512, 512],  # the first crop again: nothing new
+            [128, 0, 640, 512],  # overlaps both: its new cells 32..39 hold nothing
+            [1536, 1536, 2048, 2048],  # cells 96..127: (100, 100)
+        ]
+    )
+    got = new_saliency(sal, (2048, 2048), boxes)
+    assert got.tolist() == pytest.approx([0.9, 0.6, -np.inf, -np.inf, 0.3])
+    assert sal[10, 10] == pytest.approx(0.9)  # the caller's map is not written
+
+
+def test_new_saliency_maps_non_square_frames_and_ignores_nan() -> None:
+    sal = np.zeros((68, 120), np.float32)  # a 1080x1920 frame's map: 15.9 / 16 px per cell
+    sal[60, 100] = 0.8
+    sal[0, 0] = np.nan
+    boxes = np.array([[0, 0, 512, 512], [1408, 568, 1920, 1080]])
+    got = new_saliency(sal, (1080, 1920), boxes)
+    assert got.tolist() == pytest.approx([0.0, 0.8])  # NaN is never "salient"
+    assert new_saliency(sal, (1080, 1920), np.zeros((0, 4), np.int64)).shape == (0,)
+    with pytest.raises(ValueError, match="non-empty 2-D map"):
+        new_saliency(np.zeros((0, 4)), (1080, 1920), boxes)

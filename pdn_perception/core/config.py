@@ -150,6 +150,12 @@ class PipelineConfig(_Validated):
         f"(>= {COVERAGE_FLOOR}) not yet in a crop lies",
         choices=SELECTION_STRATEGIES,
     )
+    min_crop_saliency: float = _param(
+        0.0,
+        "topk: skip a crop (never the first) when no saliency cell it adds to the earlier crops "
+        "is this high, so quiet frames cost fewer detector passes; 0 = always top_k crops",
+        range=(0.0, 1.0),
+    )
     tile_overlap: float = _param(
         0.0, "overlap between neighbouring tiles (tiles mode)", range=(0.0, 0.9)
     )

@@ -33,7 +33,7 @@ from .models.detector import decode_per_image
 from .models.io import load_model
 from .models.patchdrive import PatchDriveModel
 from .resize import saliency_input
-from .selection import saliency_input_hw, select_crops, tile_boxes
+from .selection import new_saliency, saliency_input_hw, select_crops, tile_boxes
 
 MAX_PER_CROP = 100
 
@@ -284,6 +284,10 @@ class Pipeline:
                     cfg.crop_min_separation,
                     cfg.crop_selection,
                 )
+                if cfg.min_crop_saliency > 0.0 and len(crop_boxes) > 1:
+                    keep = new_saliency(saliency, (fh, fw), crop_boxes) >= cfg.min_crop_saliency
+                    keep[0] = True  # the best crop always runs: a quiet frame still gets a look
+                    crop_boxes = crop_boxes[keep]
             else:
                 crop_boxes = tile_boxes((fh, fw), cfg.crop_size, cfg.tile_overlap)
             timings["select"] = _ms(t0)

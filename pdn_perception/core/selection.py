@@ -37,15 +37,21 @@ def _crop_start(centre: np.ndarray, crop_len: int, frame_len: int) -> np.ndarray
     return np.clip(np.round(np.asarray(centre) - crop_len / 2.0), 0, frame_len - crop_len)
 
 
+def _cells_between(start: np.ndarray, end: np.ndarray, cells_per_px: float, n: int) -> np.ndarray:
+    """First and end (exclusive) saliency cell whose centre lies in frame pixels [start, end),
+    per axis: (2, len)."""
+    lo = np.ceil(np.asarray(start) * cells_per_px - 0.5).astype(np.int64)
+    hi = np.ceil(np.asarray(end) * cells_per_px - 0.5).astype(np.int64)
+    return np.stack([np.clip(lo, 0, n), np.clip(hi, 0, n)])
+
+
 def _window_cells(
     centres: np.ndarray, crop_len: int, frame_len: int, cells_per_px: float, n: int
 ) -> np.ndarray:
     """First and end (exclusive) saliency cell whose centre lies in the crop that starts at
     ``_crop_start`` for each centre: (2, len)."""
     start = _crop_start(centres, crop_len, frame_len)
-    lo = np.ceil(start * cells_per_px - 0.5).astype(np.int64)
-    hi = np.ceil((start + crop_len) * cells_per_px - 0.5).astype(np.int64)
-    return np.stack([np.clip(lo, 0, n), np.clip(hi, 0, n)])
+    return _cells_between(start, start + crop_len, cells_per_px, n)
 
 
 class _Axis(NamedTuple):
@@ -149,6 +155,32 @@ def select_crops(
         alive[near] = False
         rank_base[near] = -np.inf
     return np.stack(boxes), np.asarray(scores, dtype=np.float32)
+
+
+def new_saliency(saliency: np.ndarray, frame_hw: tuple[int, int], boxes: np.ndarray) -> np.ndarray:
+    """Per crop (in order), the hottest saliency cell inside it that no earlier crop holds.
+
+    What a crop adds that the crops before it did not: a crop whose value is low looks only at
+    background or at objects already seen (``min_crop_saliency`` drops it). A cell is inside a
+    crop when its centre is. saliency (h, w); boxes (K, 4) frame pixels -> (K,) float32, -inf
+    where a crop holds no new cell (NaN cells count as -inf).
+    """
+    if saliency.ndim != 2 or saliency.size == 0:
+        raise ValueError(f"saliency must be a non-empty 2-D map, got shape {saliency.shape}")
+    sh, sw = saliency.shape
+    fh, fw = frame_hw
+    boxes = np.asarray(boxes).reshape(-1, 4)
+    xs = _cells_between(boxes[:, 0], boxes[:, 2], sw / fw, sw)  # (2, K)
+    ys = _cells_between(boxes[:, 1], boxes[:, 3], sh / fh, sh)  # (2, K)
+    sal = np.asarray(saliency, dtype=np.float32)
+    work = np.where(np.isnan(sal), -np.inf, sal)  # (h, w) a new array: written below
+    out = np.full(len(boxes), -np.inf, dtype=np.float32)
+    for i in range(len(boxes)):
+        window = work[ys[0, i] : ys[1, i], xs[0, i] : xs[1, i]]
+        if window.size:
+            out[i] = window.max()
+            window[...] = -np.inf  # seen: later crops get no credit for it
+    return out
 
 
 def tile_boxes(frame_hw: tuple[int, int], crop_size: int, overlap: float = 0.0) -> np.ndarray:
