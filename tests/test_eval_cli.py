@@ -59,6 +59,20 @@ def test_targets_are_computed_from_the_same_run(report: tuple[dict, str, Path]) 
     assert "| topk K=4 |" in out and "topk K=4 vs tiles: recall ratio" in out
 
 
+def test_topk_modes_report_how_many_objects_their_crops_hold(
+    report: tuple[dict, str, Path],
+) -> None:
+    rep, out, _ = report
+    for name, m in rep["modes"].items():
+        if name.startswith("topk"):
+            assert 0.0 <= m["crop_recall"] <= 1.0 and 0.0 <= m["oracle_crop_recall"] <= 1.0
+        else:
+            assert "crop_recall" not in m, name  # tiles and global look everywhere or nowhere
+    # Four 512² crops of a 1024² frame are the whole frame, whatever saliency said.
+    assert rep["modes"]["topk K=4"]["crop_recall"] == 1.0
+    assert "objects entirely inside a crop: topk K=1" in out
+
+
 def test_plot_is_a_readable_image(report: tuple[dict, str, Path]) -> None:
     img = cv2.imread(str(report[2]))
     assert img is not None and img.shape[0] > 100 and img.shape[1] > 100
