@@ -192,6 +192,18 @@ def test_detections_crops_saliency_carry_the_input_header(node: NodeUnderTest) -
     assert 0 < h <= 512 and 0 < w <= 512 and size == h * w
 
 
+def test_min_crop_saliency_is_tuned_live(node: NodeUnderTest) -> None:
+    try:
+        assert node.set(min_crop_saliency=1.0) == [{"ok": True, "reason": ""}]
+        assert len(node.frame()["crops"]) == 1  # nothing is above 1: only the best crop runs
+        bad = node.set(min_crop_saliency=1.5)[0]
+        assert not bad["ok"] and "min_crop_saliency" in bad["reason"]
+        assert len(node.frame()["crops"]) == 1  # the rejected value changed nothing
+    finally:
+        assert node.set(min_crop_saliency=0.0)[0]["ok"]
+    assert len(node.frame()["crops"]) == 4
+
+
 def test_top_k_change_applies_from_the_next_frame(node: NodeUnderTest) -> None:
     try:
         assert node.set(top_k=2) == [{"ok": True, "reason": ""}]

@@ -153,7 +153,8 @@ class PipelineConfig(_Validated):
     min_crop_saliency: float = _param(
         0.0,
         "topk: skip a crop (never the first) when no saliency cell it adds to the earlier crops "
-        "is this high, so quiet frames cost fewer detector passes; 0 = always top_k crops",
+        "is above this, so quiet frames cost fewer detector passes; 0 = always top_k crops, "
+        "1 = one crop",
         range=(0.0, 1.0),
     )
     tile_overlap: float = _param(

@@ -285,7 +285,7 @@ class Pipeline:
                     cfg.crop_selection,
                 )
                 if cfg.min_crop_saliency > 0.0 and len(crop_boxes) > 1:
-                    keep = new_saliency(saliency, (fh, fw), crop_boxes) >= cfg.min_crop_saliency
+                    keep = new_saliency(saliency, (fh, fw), crop_boxes) > cfg.min_crop_saliency
                     keep[0] = True  # the best crop always runs: a quiet frame still gets a look
                     crop_boxes = crop_boxes[keep]
             else:
