@@ -110,7 +110,8 @@ def oracle_crops(boxes: np.ndarray, result: Result, config: PipelineConfig) -> n
     perfect saliency map: the oracle mask of ``boxes`` at the size of ``result``'s map."""
     from .scenes import oracle_mask
 
-    assert result.saliency is not None, "oracle crops need a topk result (it has a saliency map)"
+    if result.saliency is None:
+        raise ValueError("oracle crops need a result with a saliency map (topk mode)")
     mask = oracle_mask(boxes, result.frame_hw, result.saliency.shape)  # (h, w)
     crops, _ = select_crops(
         mask,
@@ -128,8 +129,9 @@ def crop_recall(
     results: Sequence[Result],
     config: PipelineConfig,
 ) -> dict[str, float]:
-    """Share of ground-truth objects entirely inside the chosen crops, and inside the crops
-    chosen from the oracle mask (the most the controller could hold at this K)."""
+    """Share of ground-truth objects entirely inside the chosen crops, and inside the crops the
+    controller chooses at this K from the oracle mask (a greedy choice, not an optimum: at K=1
+    it can hold fewer objects than the model's crop, since mask cells weigh by area)."""
     held = oracle = total = 0
     for (_, boxes, _), r in zip(gts, results):
         if len(boxes) == 0:
