@@ -604,7 +604,7 @@ def test_pdn_train_cli_trains_the_requested_architecture(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("resnet", "must be 'default', 'large' or a JSON object"),
+        ("resnet", "must be 'default', 'light', 'large' or a JSON object"),
         ("[1, 2]", "must be an object of ModelConfig fields"),
         ('{"classes": ["a"]}', "cannot set classes"),
         ('{"detector_depths": [0, 1, 1]}', "integers >= 1"),
@@ -621,6 +621,27 @@ def test_pdn_train_rejects_a_bad_model_config_before_any_work(
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # failed before rendering scenes or writing anything
+
+
+def test_model_config_presets_name_the_shipped_architectures() -> None:
+    from pdn_perception.cli.train import model_config_from_arg
+    from pdn_perception.core.models.io import default_model_path
+
+    classes = ("a", "b")
+    light = model_config_from_arg("light", classes)
+    assert light == ModelConfig.light(classes=classes) and light.classes == classes
+    assert light.detector_widths == (24, 24, 48, 96) and light.detector_depths == (1, 1, 1)
+    assert model_config_from_arg("default", classes) == ModelConfig(classes=classes)
+    assert model_config_from_arg("large", classes).detector_kind == "resnet18"
+    # `--model-config light` reproduces the shipped light file's architecture, and the default
+    # file is ModelConfig() itself: the card's training commands rebuild what is shipped.
+    shipped = load_model(default_model_path().with_name("pdn_light.safetensors")).config
+    assert shipped == ModelConfig.light(classes=shipped.classes)
+    default = load_model().config
+    assert default == ModelConfig(classes=default.classes)
+    light_params = sum(p.numel() for p in PatchDriveModel(light).detector.parameters())
+    default_params = sum(p.numel() for p in PatchDriveModel(ModelConfig()).detector.parameters())
+    assert light_params < 0.1 * default_params
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: nothing to refuse")

@@ -1,11 +1,12 @@
 """``pdn-train``: train the default PatchDrive model (saliency -> detector -> joint) on synthetic
 scenes, save it as safetensors with its training record, and score it on held-out scenes.
 
-    pdn-train                      # the shipped model's recipe: ~23 min on 2 bf16 CPU cores;
+    pdn-train                      # the shipped model's recipe: ~27 min on 2 bf16 CPU cores;
                                    # time caps end it within 30 min on slower CPUs
     pdn-train --no-time-cap        # the full recipe however long it takes
     pdn-train --minutes 3 --scenes 30 --eval-frames 5 --out /tmp/quick.safetensors
     pdn-train --resume             # continue a killed run from runs/train/checkpoint.safetensors
+    pdn-train --model-config light --out models/pdn_light.safetensors   # for fp32-only CPUs
     pdn-train --model-config large # the ResNet-18-class detector (for GPU-sized budgets)
     pdn-train --model-config '{"detector_depths": [2, 1, 1]}'   # any ModelConfig field
 """
@@ -76,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model-config",
         default="default",
-        help="architecture: 'default' (ModelConfig()), 'large' (ModelConfig.large()), or a JSON "
+        help="architecture: 'default' (ModelConfig()), 'light' (ModelConfig.light(): the small "
+        "detector for CPUs without bf16 units), 'large' (ModelConfig.large()), or a JSON "
         "object of ModelConfig fields overriding the default, e.g. "
         "'{\"detector_depths\": [2, 1, 1]}'",
     )
@@ -214,13 +216,16 @@ def model_config_from_arg(spec: str, classes: tuple[str, ...]) -> ModelConfig:
 
     if spec == "default":
         return ModelConfig(classes=classes)
+    if spec == "light":
+        return ModelConfig.light(classes=classes)
     if spec == "large":
         return ModelConfig.large(classes=classes)
     try:
         fields = json.loads(spec)
     except json.JSONDecodeError as exc:
         raise ValueError(
-            f"--model-config must be 'default', 'large' or a JSON object, got {spec!r} ({exc})"
+            "--model-config must be 'default', 'light', 'large' or a JSON object, "
+            f"got {spec!r} ({exc})"
         ) from None
     if not isinstance(fields, dict):
         raise ValueError(f"--model-config JSON must be an object of ModelConfig fields: {spec!r}")

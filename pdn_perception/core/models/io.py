@@ -70,9 +70,11 @@ def load_model(
     """Load a model in eval mode; every failure is a ModelLoadError that says what is wrong."""
     path = Path(path) if path else default_model_path()
     if not path.is_file():
+        shipped = sorted(str(p) for p in default_model_path().parent.glob("*.safetensors"))
         raise ModelLoadError(
             f"model file not found: {path}"
             + ("" if path.name != DEFAULT_MODEL_NAME else " (train one with `pdn-train`)")
+            + (f"; shipped models: {', '.join(shipped)}" if shipped else "")
         )
     meta = read_metadata(path)
     if meta.get("format") != FORMAT or "model_config" not in meta:
