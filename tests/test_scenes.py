@@ -239,3 +239,12 @@ def test_objects_are_clustered_for_top4_crops() -> None:
     fracs = [_greedy_crop_fraction(sc.boxes, FULL) for sc in _full_scenes() if len(sc.boxes) > 0]
     assert np.mean(fracs) >= 0.8, np.mean(fracs)
     assert np.mean(np.array(fracs) >= 0.6) >= 0.9
+
+
+def test_scene_classes_are_the_models_default_classes() -> None:
+    # Label k of a scene is class k of a model trained on it: the two lists must not drift.
+    from pdn_perception.core.models import ModelConfig, load_model
+    from pdn_perception.core.models.patchdrive import DEFAULT_CLASSES
+
+    assert CLASSES == DEFAULT_CLASSES == ModelConfig().classes == ModelConfig.light().classes
+    assert load_model().config.classes == CLASSES

@@ -14,6 +14,7 @@ from .patchdrive import ModelConfig, PatchDriveModel
 
 FORMAT = "pdn_perception/1"
 DEFAULT_MODEL_NAME = "pdn_default.safetensors"
+LIGHT_MODEL_NAME = "pdn_light.safetensors"  # ModelConfig.light(): for CPUs without bf16 units
 
 
 class ModelLoadError(RuntimeError):
@@ -35,6 +36,11 @@ def default_model_path() -> Path:
         if path.is_file():
             return path
     return candidates[0]
+
+
+def shipped_models() -> list[Path]:
+    """Every weights file beside the default model, sorted: what a user can pick from."""
+    return sorted(default_model_path().parent.glob("*.safetensors"))
 
 
 def save_model(
@@ -70,7 +76,7 @@ def load_model(
     """Load a model in eval mode; every failure is a ModelLoadError that says what is wrong."""
     path = Path(path) if path else default_model_path()
     if not path.is_file():
-        shipped = sorted(str(p) for p in default_model_path().parent.glob("*.safetensors"))
+        shipped = [str(p) for p in shipped_models()]
         raise ModelLoadError(
             f"model file not found: {path}"
             + ("" if path.name != DEFAULT_MODEL_NAME else " (train one with `pdn-train`)")

@@ -11,12 +11,14 @@ from torch import nn
 from .detector import CropDetector
 from .saliency import SaliencyNet
 
+DEFAULT_CLASSES: tuple[str, ...] = ("boat", "vehicle", "nucleus")  # the shipped models' classes
+
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of a PatchDrive model; stored inside the weights file (self-describing)."""
 
-    classes: tuple[str, ...] = ("boat", "vehicle", "nucleus")
+    classes: tuple[str, ...] = DEFAULT_CLASSES
     saliency_width: int = 12
     saliency_head_width: int = 24
     detector_kind: str = "light"  # light (CPU default) | resnet18 (ResNet-18 class, GPU)
@@ -52,7 +54,7 @@ class ModelConfig:
             raise ValueError(f"ModelConfig widths and depths must be integers >= 1: {self}")
 
     @classmethod
-    def light(cls, classes: tuple[str, ...] = ("boat", "vehicle", "nucleus")) -> ModelConfig:
+    def light(cls, classes: tuple[str, ...] = DEFAULT_CLASSES) -> ModelConfig:
         """The 0.18 M-param detector (~0.5 GMAC per 512² crop) for CPUs without bf16 units: in
         fp32 the default detector costs 3-4x as much per crop (``models/pdn_light``)."""
         return cls(
@@ -63,7 +65,7 @@ class ModelConfig:
         )
 
     @classmethod
-    def large(cls, classes: tuple[str, ...] = ("boat", "vehicle", "nucleus")) -> ModelConfig:
+    def large(cls, classes: tuple[str, ...] = DEFAULT_CLASSES) -> ModelConfig:
         """ResNet-18-class detector for GPUs (widths and depths of ResNet-18's first stages)."""
         return cls(
             classes=classes,
