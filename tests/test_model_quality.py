@@ -9,7 +9,7 @@ import torch
 
 from pdn_perception.core.config import PipelineConfig
 from pdn_perception.core.models import ModelConfig, PatchDriveModel, default_model_path, load_model
-from pdn_perception.core.models.io import LIGHT_MODEL_NAME, model_extra
+from pdn_perception.core.models.io import light_model_path, model_extra
 from pdn_perception.core.pipeline import Pipeline
 from pdn_perception.metrics import match
 from pdn_perception.train.scenes import DOMAINS, make_scene
@@ -37,7 +37,7 @@ def _recall(model: PatchDriveModel, scenes) -> tuple[float, int]:
     return found / max(1, total), total
 
 
-LIGHT_PATH = default_model_path().with_name(LIGHT_MODEL_NAME)
+LIGHT_PATH = light_model_path()
 
 
 @pytest.mark.parametrize("path", [default_model_path(), LIGHT_PATH], ids=["default", "light"])

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from pdn_perception.core.models import ModelConfig, ModelLoadError, PatchDriveModel, decode
-from pdn_perception.core.models.io import LIGHT_MODEL_NAME, load_model, save_model
+from pdn_perception.core.models.io import light_model_path, load_model, save_model
 from pdn_perception.train.checkpoint import load_checkpoint
 from pdn_perception.train.data import (
     Dihedral,
@@ -625,7 +625,6 @@ def test_pdn_train_rejects_a_bad_model_config_before_any_work(
 
 def test_model_config_presets_name_the_shipped_architectures() -> None:
     from pdn_perception.cli.train import model_config_from_arg
-    from pdn_perception.core.models.io import default_model_path
 
     classes = ("a", "b")
     light = model_config_from_arg("light", classes)
@@ -635,7 +634,7 @@ def test_model_config_presets_name_the_shipped_architectures() -> None:
     assert model_config_from_arg("large", classes).detector_kind == "resnet18"
     # `--model-config light` reproduces the shipped light file's architecture, and the default
     # file is ModelConfig() itself: the card's training commands rebuild what is shipped.
-    shipped = load_model(default_model_path().with_name(LIGHT_MODEL_NAME)).config
+    shipped = load_model(light_model_path()).config
     assert shipped == ModelConfig.light(classes=shipped.classes)
     default = load_model().config
     assert default == ModelConfig(classes=default.classes)

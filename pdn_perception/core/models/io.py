@@ -38,6 +38,11 @@ def default_model_path() -> Path:
     return candidates[0]
 
 
+def light_model_path() -> Path:
+    """The shipped pdn_light model (``ModelConfig.light()``), beside the default one."""
+    return default_model_path().with_name(LIGHT_MODEL_NAME)
+
+
 def shipped_models() -> list[Path]:
     """Every weights file beside the default model, sorted: what a user can pick from."""
     return sorted(default_model_path().parent.glob("*.safetensors"))
